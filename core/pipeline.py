@@ -1,0 +1,241 @@
+"""Job directory, stages and the resumable pipeline behind ``python -m core run``.
+
+A job directory holds one run::
+
+    config.json        the resolved RunConfig of the last run
+    troupe.log         everything the worker and its libraries printed
+    <stage>/           each stage's outputs, plus <stage>/.done.json once it completed
+    bundle/            the result bundle (written by the export stage)
+
+A stage is skipped on a later run when its ``.done.json`` carries the same key: a hash of
+the stage's name, the config fields it depends on and the key of the stage before it. So a
+run resumes after a crash or a cancel, and a change of settings re-runs only the stages it
+affects and those after them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("troupe")
+
+QUALITY_PRESETS = ("preview", "standard", "high")
+
+
+@dataclass
+class RunConfig:
+    """Settings of one reconstruction run (written to ``config.json`` in the job directory)."""
+
+    video: str = ""  # source video file or folder of frames
+    frame_start: int = 0  # first source frame to use
+    frame_end: int | None = None  # one past the last source frame (None = to the end)
+    frame_step: int = 1  # use every n-th frame
+    max_size: int = 1280  # longest image side to work at (frames are downscaled above it)
+    max_people: int = 8  # keep at most this many tracks (the longest, most visible)
+    quality: str = "standard"  # preset name: preview | standard | high
+    device: str = "auto"  # torch device: auto | cpu | cuda | cuda:N
+    tracker: str = "offline"  # people backend: sam2 | offline | import
+    tracks: str | None = None  # folder for tracker=import (user masks, or a `core synth` output)
+    keypoints: str = "auto"  # 2D keypoint backend: auto | vitpose | offline | import
+    body_model: str | None = None  # folder or file of the SMPL-X model (else env / config folder)
+    gender: str = "neutral"
+    weights_dir: str | None = None  # where learned-model weights are found / cached
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific overrides, by stage name
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class StageUnavailable(RuntimeError):
+    """The stage is not part of this version of Troupe (never faked)."""
+
+
+class Cancelled(Exception):
+    """The run was cancelled (SIGINT); the job directory stays resumable."""
+
+
+class JobError(RuntimeError):
+    """A failure with a message meant for the user (bad input, missing model, ...)."""
+
+
+@dataclass
+class StageSpec:
+    name: str
+    target: str  # "module:function" taking a StageContext
+    depends_on: tuple[str, ...]  # RunConfig fields that change this stage's output
+    weight: float  # share of the whole run's time, for the progress bar
+    description: str = ""
+
+
+# The pipeline, in order (docs: DESIGN.md, "Data flow").
+STAGES: list[StageSpec] = [
+    StageSpec("ingest", "core.people.ingest:run_stage",
+              ("video", "frame_start", "frame_end", "frame_step", "max_size"), 0.05, "read and cache frames"),
+    StageSpec("people", "core.people.stage:run_stage",
+              ("tracker", "tracks", "max_people", "keypoints", "quality", "weights_dir", "seed"), 0.25,
+              "detect and track people, masks and 2D keypoints"),
+    StageSpec("motion", "core.motion.stage:run_stage",
+              ("body_model", "gender", "quality", "seed"), 0.3, "SMPL-X motion and camera"),
+    StageSpec("avatars", "core.avatars.stage:run_stage", ("quality", "seed"), 0.35,
+              "per-person Gaussian avatars"),
+    StageSpec("export", "core.export:run_stage", (), 0.05, "write the result bundle"),
+]  # fmt: skip
+
+
+class JobDir:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "troupe.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / "bundle"
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def marker(self, name: str) -> Path:
+        return self.stage_dir(name) / ".done.json"
+
+    def is_done(self, name: str, key: str) -> bool:
+        try:
+            return json.loads(self.marker(name).read_text())["key"] == key
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def mark_done(self, name: str, key: str, seconds: float) -> None:
+        self.stage_dir(name).mkdir(parents=True, exist_ok=True)
+        self.marker(name).write_text(json.dumps({"key": key, "seconds": round(seconds, 3)}) + "\n")
+
+    def clear_done(self, name: str) -> None:
+        self.marker(name).unlink(missing_ok=True)
+
+    def write_config(self, config: RunConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+
+
+def stage_key(spec: StageSpec, config: RunConfig, upstream: str) -> str:
+    values = {k: getattr(config, k) for k in spec.depends_on}
+    values["extra"] = config.extra.get(spec.name)
+    blob = json.dumps([spec.name, values, upstream], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageContext:
+    """What a stage gets: the job, the config, and progress / cancel hooks."""
+
+    job: JobDir
+    config: RunConfig
+    name: str
+    _progress: Callable[[float, str], None]
+    _cancelled: Callable[[], bool]
+
+    @property
+    def out_dir(self) -> Path:
+        d = self.job.stage_dir(self.name)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def input_dir(self, stage: str) -> Path:
+        return self.job.stage_dir(stage)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report this stage's progress in [0, 1]; raises Cancelled if a cancel was asked for."""
+        self.check_cancel()
+        self._progress(fraction, message)
+
+    def check_cancel(self) -> None:
+        if self._cancelled():
+            raise Cancelled()
+
+
+def load_stage(spec: StageSpec) -> Callable[[StageContext], None]:
+    module_name, func = spec.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # The stage's own module (or its package) is absent: this version has no such stage.
+        if exc.name and module_name.startswith(exc.name):
+            raise StageUnavailable(
+                f"stage '{spec.name}' ({spec.description}) is not available in this version of Troupe"
+            ) from None
+        raise JobError(
+            f"stage '{spec.name}' needs the Python package '{exc.name}', which is not installed in "
+            "this environment; run the add-on's 'Set up environment' (or scripts/setup.sh) again"
+        ) from None
+    fn = getattr(module, func, None)
+    if fn is None:
+        raise StageUnavailable(f"stage '{spec.name}' is not available in this version of Troupe")
+    return fn
+
+
+def run_pipeline(
+    job: JobDir,
+    config: RunConfig,
+    report: Callable[[str, float, float, str], None],
+    cancelled: Callable[[], bool] = lambda: False,
+    stages: list[StageSpec] | None = None,
+) -> Path:
+    """Run (or resume) every stage; returns the bundle directory.
+
+    ``report(stage, overall_fraction, stage_fraction, message)`` receives progress.
+    """
+    stages = STAGES if stages is None else stages
+    job.write_config(config)
+    total = sum(s.weight for s in stages)
+    done_weight = 0.0
+    upstream = ""
+    for spec in stages:
+        key = stage_key(spec, config, upstream)
+        upstream = key
+        base = done_weight / total
+        span = spec.weight / total
+        if job.is_done(spec.name, key):
+            log.info("stage %s: up to date, skipped", spec.name)
+            report(spec.name, base + span, 1.0, "up to date (resumed)")
+            done_weight += spec.weight
+            continue
+        job.clear_done(spec.name)
+        fn = load_stage(spec)
+        log.info("stage %s: start", spec.name)
+        report(spec.name, base, 0.0, spec.description)
+        t0 = time.monotonic()
+
+        def _progress(frac: float, msg: str, _base: float = base, _span: float = span, _name: str = spec.name) -> None:
+            frac = min(max(frac, 0.0), 1.0)
+            report(_name, _base + _span * frac, frac, msg)
+
+        ctx = StageContext(job=job, config=config, name=spec.name, _progress=_progress, _cancelled=cancelled)
+        if cancelled():
+            raise Cancelled()
+        fn(ctx)
+        seconds = time.monotonic() - t0
+        job.mark_done(spec.name, key, seconds)
+        log.info("stage %s: done in %.2f s", spec.name, seconds)
+        report(spec.name, base + span, 1.0, f"done in {seconds:.1f} s")
+        done_weight += spec.weight
+    return job.bundle_dir
