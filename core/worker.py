@@ -83,7 +83,7 @@ def _watch_parent(pid: int, cancel: threading.Event) -> None:
 def main(args: argparse.Namespace) -> int:
     job = JobDir(args.out)
     job.root.mkdir(parents=True, exist_ok=True)
-    log_file = open(job.log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives as long as the process)
+    log_file = open(job.log_path, "a", encoding="utf-8", buffering=1)  # open for the life of the process
     proto = redirect_std_to(log_file) if args.progress == "json" else sys.stdout
     logging.basicConfig(
         stream=log_file,

@@ -1,0 +1,198 @@
+"""The resumable pipeline and the worker's line protocol, with small test stages.
+
+The real stages are tested in their own files; here the stages are tiny modules written into
+a temporary folder, so the protocol, resume keys and cancelling are checked on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from core import pipeline
+from core.pipeline import Cancelled, JobDir, RunConfig, StageSpec, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STAGE_CODE = textwrap.dedent(
+    '''
+    import json, os, sys, time
+
+    def run_stage(ctx):
+        calls = ctx.job.root / "calls.txt"
+        with open(calls, "a") as fh:
+            fh.write(ctx.name + "\\n")
+        print("library chatter on stdout")           # must land in the log, not the protocol
+        print("library chatter on stderr", file=sys.stderr)
+        delay = float(os.environ.get("TEST_STAGE_DELAY", "0"))
+        steps = 5
+        for i in range(steps):
+            ctx.progress(i / steps, f"step {i}")
+            time.sleep(delay / steps)
+        (ctx.out_dir / "out.json").write_text(json.dumps({"stage": ctx.name}))
+    '''
+)
+
+
+@pytest.fixture()
+def stage_module(tmp_path, monkeypatch):
+    mod_dir = tmp_path / "mods"
+    mod_dir.mkdir()
+    (mod_dir / "fake_stage.py").write_text(STAGE_CODE)
+    monkeypatch.syspath_prepend(str(mod_dir))
+    return mod_dir
+
+
+def specs() -> list[StageSpec]:
+    return [
+        StageSpec("first", "fake_stage:run_stage", ("frame_step",), 1.0, "first"),
+        StageSpec("second", "fake_stage:run_stage", ("quality",), 1.0, "second"),
+    ]
+
+
+def calls(job: JobDir) -> list[str]:
+    p = job.root / "calls.txt"
+    return p.read_text().split() if p.exists() else []
+
+
+def test_resume_skips_done_stages_and_reruns_only_what_a_setting_changes(tmp_path, stage_module):
+    job = JobDir(tmp_path / "job")
+    events = []
+    report = lambda st, f, sf, m: events.append((st, f, sf))  # noqa: E731
+    run_pipeline(job, RunConfig(), report, stages=specs())
+    assert calls(job) == ["first", "second"]
+    fractions = [f for _, f, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+    run_pipeline(job, RunConfig(), report, stages=specs())
+    assert calls(job) == ["first", "second"], "an unchanged run must not redo anything"
+
+    run_pipeline(job, RunConfig(quality="high"), report, stages=specs())
+    assert calls(job) == ["first", "second", "second"], "a downstream setting re-runs only that stage"
+
+    run_pipeline(job, RunConfig(quality="high", frame_step=2), report, stages=specs())
+    assert calls(job)[-2:] == ["first", "second"], "an upstream setting re-runs it and everything after"
+    assert json.loads(job.config_path.read_text())["frame_step"] == 2
+
+
+def test_cancel_keeps_finished_stages_and_resumes(tmp_path, stage_module):
+    job = JobDir(tmp_path / "job")
+    seen = []
+
+    def report(stage, f, sf, msg):
+        seen.append(stage)
+
+    def cancelled():
+        return "second" in seen
+
+    with pytest.raises(Cancelled):
+        run_pipeline(job, RunConfig(), report, cancelled, stages=specs())
+    assert job.marker("first").exists() and not job.marker("second").exists()
+    assert calls(job) == ["first"]
+    run_pipeline(job, RunConfig(), lambda *a: None, stages=specs())
+    assert calls(job) == ["first", "second"], "the finished first stage is not redone"
+
+
+def test_missing_stage_module_is_reported_unavailable(tmp_path):
+    spec = StageSpec("motion", "core.no_such_stage:run_stage", (), 1.0, "motion")
+    with pytest.raises(pipeline.StageUnavailable, match="stage 'motion'.*not available"):
+        pipeline.load_stage(spec)
+
+
+def test_missing_dependency_is_named(tmp_path, monkeypatch):
+    (tmp_path / "needs_dep.py").write_text("import troupe_missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(pipeline.JobError, match="troupe_missing_dependency_xyz"):
+        pipeline.load_stage(StageSpec("x", "needs_dep:run_stage", (), 1.0))
+
+
+# --- the worker process and its protocol ------------------------------------------------
+
+WORKER_WRAPPER = textwrap.dedent(
+    """
+    import sys
+    from core import pipeline
+    from core.pipeline import StageSpec
+    pipeline.STAGES[:] = [
+        StageSpec("first", "fake_stage:run_stage", (), 1.0, "first"),
+        StageSpec("second", "fake_stage:run_stage", (), 1.0, "second"),
+    ]
+    from core.__main__ import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def start_worker(tmp_path: Path, mod_dir: Path, job: Path, delay: float = 0.0) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(mod_dir)]), TEST_STAGE_DELAY=str(delay))
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_WRAPPER, "run", str(tmp_path / "clip.mp4"), "--out", str(job), "--progress", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def test_worker_speaks_only_protocol_lines_on_stdout(tmp_path, stage_module):
+    job = tmp_path / "job with spaces ü"
+    proc = start_worker(tmp_path, stage_module, job)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = [json.loads(ln) for ln in out.splitlines()]  # every line is JSON
+    assert lines[0]["type"] == "start"
+    assert lines[-1] == {"type": "done", "bundle": str(job / "bundle")}
+    progress = [ln for ln in lines if ln["type"] == "progress"]
+    assert [p["stage"] for p in progress][0] == "first" and progress[-1]["stage"] == "second"
+    fr = [p["fraction"] for p in progress]
+    assert fr == sorted(fr)
+    log = (job / "troupe.log").read_text()
+    assert "library chatter on stdout" in log and "library chatter on stderr" in log
+    assert "chatter" not in out
+
+
+def test_sigint_cancels_cleanly_and_the_next_run_resumes(tmp_path, stage_module):
+    job = tmp_path / "job"
+    proc = start_worker(tmp_path, stage_module, job, delay=3.0)
+    assert proc.stdout is not None
+    # wait until the second stage runs, then cancel
+    for line in proc.stdout:
+        msg = json.loads(line)
+        if msg["type"] == "progress" and msg["stage"] == "second" and msg["stage_fraction"] > 0:
+            break
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5.0
+    last = json.loads(rest.splitlines()[-1])
+    assert last["type"] == "error" and last["cancelled"] is True
+    assert Path(last["log"]).is_file()
+    assert proc.returncode == 130
+    assert (job / "first" / ".done.json").exists() and not (job / "second" / ".done.json").exists()
+
+    proc = start_worker(tmp_path, stage_module, job)
+    out, _ = proc.communicate(timeout=60)
+    assert json.loads(out.splitlines()[-1])["type"] == "done"
+    assert (job / "calls.txt").read_text().split() == ["first", "second", "second"]
+
+
+def test_unavailable_stage_ends_in_one_error_line(tmp_path):
+    job = tmp_path / "job"
+    wrapper = WORKER_WRAPPER.replace("fake_stage:run_stage", "core.not_built_yet:run_stage")
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, "run", "x.mp4", "--out", str(job), "--progress", "json"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60,
+    )  # fmt: skip
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    terminal = [ln for ln in lines if ln["type"] in ("done", "error")]
+    assert len(terminal) == 1 and terminal[0]["type"] == "error"
+    assert "not available" in terminal[0]["message"] and proc.returncode == 2
