@@ -50,6 +50,7 @@ class RunConfig:
     gender: str = "neutral"
     weights_dir: str | None = None  # where learned-model weights are found / cached
     seed: int = 0
+    avatars: bool = True  # build Gaussian avatars (off: motion-only bundle)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific overrides, by stage name
 
     def to_json(self) -> dict[str, Any]:
@@ -80,6 +81,7 @@ class StageSpec:
     depends_on: tuple[str, ...]  # RunConfig fields that change this stage's output
     weight: float  # share of the whole run's time, for the progress bar
     description: str = ""
+    enabled_by: str | None = None  # RunConfig bool field that turns the stage off when False
 
 
 # The pipeline, in order (docs: DESIGN.md, "Data flow").
@@ -92,8 +94,8 @@ STAGES: list[StageSpec] = [
     StageSpec("motion", "core.motion.stage:run_stage",
               ("body_model", "gender", "quality", "seed"), 0.3, "SMPL-X motion and camera"),
     StageSpec("avatars", "core.avatars.stage:run_stage", ("quality", "seed"), 0.35,
-              "per-person Gaussian avatars"),
-    StageSpec("export", "core.export:run_stage", (), 0.05, "write the result bundle"),
+              "per-person Gaussian avatars", enabled_by="avatars"),
+    StageSpec("export", "core.export:run_stage", ("avatars",), 0.05, "write the result bundle"),
 ]  # fmt: skip
 
 
@@ -205,6 +207,7 @@ def run_pipeline(
     ``report(stage, overall_fraction, stage_fraction, message)`` receives progress.
     """
     stages = STAGES if stages is None else stages
+    stages = [s for s in stages if s.enabled_by is None or getattr(config, s.enabled_by)]
     job.write_config(config)
     total = sum(s.weight for s in stages)
     done_weight = 0.0

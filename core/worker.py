@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gender", choices=("neutral", "male", "female"), default="neutral")
     p.add_argument("--weights-dir", default=None, help="folder of learned-model weights / download cache")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-avatars", dest="avatars", action="store_false", help="motion only: skip the Gaussian avatars")
     p.add_argument("--parent-pid", type=int, default=None, help="cancel when this process exits")
     p.add_argument("--verbose", action="store_true", help="debug-level log")  # fmt: skip
 
@@ -64,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         gender=args.gender,
         weights_dir=args.weights_dir,
         seed=args.seed,
+        avatars=args.avatars,
     )
 
 
