@@ -18,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import pipeline
 from .pipeline import QUALITY_PRESETS, Cancelled, JobDir, JobError, RunConfig, StageUnavailable, run_pipeline
 from .protocol import Reporter, redirect_std_to
 
@@ -69,16 +70,46 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _watch_parent(pid: int, cancel: threading.Event) -> None:
-    while not cancel.is_set():
+def preflight(config: RunConfig) -> None:
+    """Find the body model before any stage runs, not after minutes of tracking."""
+    from .body.model import BodyModelNotFound, find_model_file
+
+    if any(s.name == "motion" for s in pipeline.STAGES):
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            find_model_file(config.body_model, config.gender)
+        except BodyModelNotFound as exc:
+            raise JobError(str(exc)) from None
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x00100000 | 0x1000, False, pid)  # SYNCHRONIZE | QUERY_LIMITED_INFORMATION
+        if not handle:
+            return kernel32.GetLastError() == 5  # access denied: it exists
+        try:
+            return kernel32.WaitForSingleObject(handle, 0) == 0x102  # WAIT_TIMEOUT: still running
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return True
+
+
+def _watch_parent(pid: int, cancel: threading.Event) -> None:
+    # When the pid is our own parent, being re-parented also means it is gone (even if the pid is reused).
+    was_parent = os.name != "nt" and os.getppid() == pid
+    while not cancel.is_set():
+        if not _pid_alive(pid) or (was_parent and os.getppid() != pid):
             log.warning("parent process %d is gone: cancelling", pid)
             cancel.set()
             return
-        except PermissionError:
-            pass  # exists, owned by someone else
         time.sleep(1.0)
 
 
@@ -108,6 +139,8 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigint)
+    if hasattr(signal, "SIGBREAK"):  # Windows: the add-on cancels with CTRL_BREAK_EVENT
+        signal.signal(signal.SIGBREAK, on_sigint)
     if args.parent_pid:
         threading.Thread(target=_watch_parent, args=(args.parent_pid, cancel), daemon=True).start()
 
@@ -116,6 +149,7 @@ def main(args: argparse.Namespace) -> int:
     log_path = str(job.log_path)
     try:
         config = config_from_args(args)
+        preflight(config)
         bundle = run_pipeline(
             job, config, lambda st, f, sf, msg: reporter.progress(st, f, sf, msg), cancel.is_set
         )
