@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The folder that holds ``core/`` (the extension root); the worker imports the core from it.
-EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+from .envsetup import core_environment
+
 PROTOCOL_VERSION = 1  # core/protocol.py PROTOCOL_VERSION this reader understands
 QUALITY_PRESETS = ("preview", "standard", "high")  # core/pipeline.py QUALITY_PRESETS
 CANCEL_GRACE_S = 20.0  # seconds a cancelled worker gets to stop on its own before it is killed
@@ -49,9 +49,6 @@ LOG_NAME = "troupe.log"  # core/pipeline.py JobDir.log_path
 STARTING, RUNNING, CANCELLING = "starting", "running", "cancelling"
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 FINAL = (DONE, FAILED, CANCELLED)
-
-# Variables that would make the environment's Python load another installation's modules.
-_ENV_DROP = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE", "VIRTUAL_ENV")
 
 
 @dataclass
@@ -92,21 +89,6 @@ class JobSpec:
         if self.parent_pid:
             args += ["--parent-pid", str(self.parent_pid)]
         return args + list(self.extra_args)
-
-
-def core_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a Python process that imports the core from the extension folder.
-
-    Blender's own Python settings are dropped, so the GPU environment sees only itself and
-    the extension; output is unbuffered UTF-8 whatever the system locale.
-    """
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _ENV_DROP}
-    env["PYTHONPATH"] = str(EXTENSION_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONUTF8"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONNOUSERSITE"] = "1"
-    return env
 
 
 def python_problem(python: str) -> str | None:
@@ -263,17 +245,22 @@ class Job:
     process has been reaped.
     """
 
-    def __init__(self, spec: JobSpec, grace_s: float = CANCEL_GRACE_S) -> None:
-        self.spec = spec
+    def __init__(self, argv: list[str], log_path: Path | str, *, python: str, cwd: str | None = None,
+                 spec: JobSpec | None = None, grace_s: float = CANCEL_GRACE_S) -> None:  # fmt: skip
+        self.argv = argv
+        self.python = python  # the executable argv starts (named in errors)
+        self.cwd = cwd
+        self.spec = spec  # the reconstruction run, for worker jobs
         self.grace_s = grace_s  # seconds between a cancel (or the last line) and a kill
         self.status = STARTING
         self.stage = ""
         self.fraction = 0.0
         self.stage_fraction = 0.0
         self.message = ""
+        self.result: dict[str, Any] = {}  # the ``done`` message
         self.bundle: str | None = None
         self.error: str | None = None
-        self.log_path = spec.log_path
+        self.log_path = Path(log_path)
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=5000)  # messages, in order
         self.started_at = time.time()  # wall clock, for display and for saving in the .blend
         self.ended_at: float | None = None
@@ -285,16 +272,23 @@ class Job:
 
     @classmethod
     def start(cls, spec: JobSpec, grace_s: float = CANCEL_GRACE_S) -> Job:
-        """Start the worker. A missing or broken Python gives a FAILED job, not an exception."""
-        job = cls(spec, grace_s)
-        problem = python_problem(spec.python)
+        """Start the worker for ``spec``. A missing or broken Python gives a FAILED job, not an exception."""
+        return cls.launch(spec.argv(), spec.log_path, python=spec.python, cwd=spec.job_dir, spec=spec, grace_s=grace_s)
+
+    @classmethod
+    def launch(cls, argv: list[str], log_path: Path | str, *, python: str, cwd: str | None = None,
+               spec: JobSpec | None = None, grace_s: float = CANCEL_GRACE_S,
+               hint: str = "Set it in Preferences > Add-ons > Troupe, or run 'Set up environment' there") -> Job:  # fmt: skip
+        """Start any command that speaks the protocol (the worker, the environment set-up)."""
+        job = cls(argv, log_path, python=python, cwd=cwd, spec=spec, grace_s=grace_s)
+        problem = python_problem(python)
         if problem is None:
             try:
-                job.process = LineProcess(spec.argv(), spec.log_path, env=core_environment(), cwd=str(spec.job_dir))
+                job.process = LineProcess(argv, log_path, env=core_environment(), cwd=cwd)
             except OSError as exc:
-                problem = f"could not start the GPU environment's Python {spec.python}: {exc}"
+                problem = f"could not start {python}: {exc}"
         if problem is not None:
-            job._finish(FAILED, f"{problem}. Set it in Preferences > Add-ons > Troupe, or run 'Set up environment' there.")
+            job._finish(FAILED, f"{problem}. {hint}.")
         return job
 
     # -- state -----------------------------------------------------------------------------------
@@ -439,7 +433,8 @@ class Job:
                 self.message = str(msg.get("message", ""))
             return True
         if kind == "done":
-            self.bundle = str(msg.get("bundle", ""))
+            self.result = msg
+            self.bundle = str(msg["bundle"]) if msg.get("bundle") else None
             self.fraction = 1.0
             self.message = "finished"
             self._finish(DONE)
@@ -469,7 +464,7 @@ class Job:
         last = [ln for ln in list(self.process.other_output if self.process else []) + log_tail(log, 3)]
         detail = f" Last output: {last[-1].strip()}" if last else ""
         if self.status == STARTING:
-            self._finish(FAILED, f"the worker could not start in {self.spec.python}: it {why}.{detail} Log: {log}")
+            self._finish(FAILED, f"the worker could not start in {self.python}: it {why}.{detail} Log: {log}")
         else:
             self._finish(FAILED, f"the worker {why} before it finished{' ' + self.stage if self.stage else ''}. "
                                  f"Finished stages are kept: run again to resume.{detail} Log: {log}")  # fmt: skip
@@ -489,7 +484,7 @@ class JobQueue:
     def submit(self, key: Hashable, spec: JobSpec) -> Job | None:
         """Start ``spec`` now (returns its Job) or queue it behind the key's running job (None)."""
         folder = Path(spec.job_dir).absolute()
-        for other in [j.spec for j in self._active.values()] + [s for q in self._waiting.values() for s in q]:
+        for other in [j.spec for j in self._active.values() if j.spec] + [s for q in self._waiting.values() for s in q]:
             if Path(other.job_dir).absolute() == folder:
                 raise ValueError(f"the job folder {folder} is already used by a running or queued job")
         if key in self._active:

@@ -231,7 +231,7 @@ def test_queue_runs_one_job_per_key_in_order(fake_env_python, odd_dir):
 def test_eta_is_measured_from_the_first_stage_that_does_work(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
-    job = runner.Job(runner.JobSpec(python="p", video="v", job_dir="j"))
+    job = runner.Job(["p"], "j/troupe.log", python="p")
     job._handle({"type": "start", "protocol": runner.PROTOCOL_VERSION})
     # Two resumed stages jump to 50 % at once; then real work goes at 10 % per 10 s.
     job._handle({"type": "progress", "stage": "ingest", "fraction": 0.1, "stage_fraction": 1.0})
