@@ -1,0 +1,23 @@
+"""Fixtures shared by the core tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN_CACHE = ROOT / ".cache" / "standin"
+
+
+@pytest.fixture(scope="session")
+def standin_model_dir() -> Path:
+    """Folder with the generated SMPL-X-shaped stand-in (test data, not a human body model):
+    SMPLX_NEUTRAL.npz, SMPLX_MALE.npz, SMPLX_FEMALE.npz.
+
+    Generated into ``.cache/standin/`` of the checkout on first use (a few seconds) and reused
+    while the files carry the current generator version.
+    """
+    from core.body.standin import ensure_standin
+
+    return ensure_standin(STANDIN_CACHE)
