@@ -46,18 +46,21 @@ Arrays (names, shapes and meaning as in SMPL-X):
       ears, finger tips, big/small toes, heels) are the corresponding places of this mesh.
 
 Shape components (``betas``; one unit is about one standard deviation, betas in [-2, 2] keep a
-plausible figure; every component is linear, like SMPL-X's):
+plausible figure; every component is linear, like SMPL-X's, and they are roughly decorrelated:
+|cosine| < 0.4 between any two as vertex displacement fields):
     0. stature: uniform scale about the point between the feet on the floor, +5.1 cm per unit
-       for the neutral body (so +-3 units = +-15 cm), soles stay on y = -1.15;
+       for the neutral body (so +-3 units = +-15 cm); the soles stay on y = -1.15;
     1. girth / weight: radial thickening of the torso (most), limbs and neck around their bones;
-    2. shoulder width: the arms move outwards, +2 cm each side per unit;
-    3. hip width: the pelvis and upper thighs widen, +2 cm each side at the hips per unit;
-    4. leg length at the same stature: legs +4 cm per unit, the torso shortens accordingly;
-    5. arm length: +2.5 cm per unit from shoulder to wrist, hands carried along;
+    2. shoulder width: the shoulders move 1.2 cm outwards each side per unit, the hands stay;
+    3. hip width: the legs move 1.3 cm apart each side at the hips (2 cm at the feet) and the
+       pelvis widens between them;
+    4. leg proportion: longer legs, shorter torso (hips +1.9 cm, top of the head -1.6 cm per unit;
+       orthogonalised against stature);
+    5. arm length: +2.4 cm per unit from shoulder to wrist, hands carried along;
     6. head size: +6 % per unit about the centre of the head;
     7. belly: the abdomen pushes forward, up to +3 cm per unit;
     8. chest depth: the chest gets deeper front and back;
-    9. neck length: the head rises by 1.5 cm per unit.
+    9. neck length: the head rises by 1 cm per unit (orthogonalised against stature).
 Expression components (``expression``, millimetres per unit, face vertices only): 0 jaw open,
 1 smile, 2 brows raised, 3 brows lowered (frown), 4 lips pushed forward, 5 cheeks puffed,
 6 eyes narrowed, 7 mouth widened, 8 nose wrinkled, 9 one-sided smile (left).
@@ -79,7 +82,7 @@ import numpy as np
 from .. import bundle
 from .model import GENDERS, STANDIN_KEY, model_filename
 
-GENERATOR_VERSION = 1  # bump whenever the generated arrays change
+GENERATOR_VERSION = 2  # bump whenever the generated arrays change
 VERSION_KEY = "troupe_standin_version"
 SEED_KEY = "troupe_standin_seed"
 NOTE_KEY = "troupe_standin_note"
@@ -361,7 +364,13 @@ def primitives(sk: Skeleton) -> list[Prim]:
     ell((0, y(0.715), -0.005 * s), (p.chest * h, 0.125 * s, 0.108 * s * g), 0.10 * s, torso)
     if p.bust > 0:
         rb = 0.05 * s * p.bust
-        ell((0.05 * s, y(0.712), 0.095 * s * g - 0.6 * rb), (rb, rb, rb), 0.04 * s, ("spine3",), mirror=True)
+        ell(
+            (0.05 * s, y(0.712), 0.095 * s * g - 0.6 * rb),
+            (rb, rb, rb),
+            0.04 * s,
+            ("spine2", "spine3"),
+            mirror=True,
+        )
     collar, shoulder = jt[J["left_collar"]], jt[J["left_shoulder"]]
     cone(
         _mirror(collar) + (0, -0.01 * s, 0),
@@ -756,6 +765,9 @@ def _closest_on_segments(verts: np.ndarray, start: np.ndarray, end: np.ndarray) 
     return start[None] + t[..., None] * d[None]
 
 
+HAND_BLEND = 0.12  # smoothing rate of the skin weights on the fingers (0.3 palm, 0.5 elsewhere)
+
+
 def skin_weights(verts: np.ndarray, faces: np.ndarray, prims: list[Prim], sk: Skeleton) -> np.ndarray:
     """(V,55) LBS weights: each vertex starts on the nearest bone of the primitive that made it,
     then the weights are smoothed over the surface (blends of a few cm across joints, narrower
@@ -770,8 +782,11 @@ def skin_weights(verts: np.ndarray, faces: np.ndarray, prims: list[Prim], sk: Sk
     bone = np.argmin(np.where(allowed[owner], bone_d, np.inf), axis=1)
     w = np.zeros((len(verts), NUM_JOINTS))
     w[np.arange(len(verts)), bone] = 1.0
+    # blend rate per vertex: the fine, short-boned hands blend over fewer centimetres
+    finger = np.isin(bone, _joint_set([f"{f}{k}" for f in FINGERS for k in (1, 2, 3)]))
+    rate = np.where(finger, HAND_BLEND, np.where(np.isin(bone, _joint_set(["wrist"])), 0.3, 0.5))[:, None]
     for _ in range(12):
-        w = 0.5 * w + 0.5 * _neighbour_mean(verts, faces, w)
+        w += rate * (_neighbour_mean(verts, faces, w) - w)
     return _top_k(w, 4)
 
 
@@ -885,12 +900,14 @@ def _permutation(num: int, chosen: dict[str, int]) -> np.ndarray:
     return perm
 
 
-def _soft_clamp01(t: np.ndarray, a: float = 0.15) -> np.ndarray:
-    """clip(t, 0, 1) with both corners rounded over +-a (continuous slope)."""
+def _soft_clamp01(t: np.ndarray, a: float = 0.15, lower: bool = True) -> np.ndarray:
+    """clip(t, 0, 1) with the corners rounded over +-a (continuous slope); ``lower=False`` keeps
+    the lower corner sharp (so t <= 0 maps to exactly 0)."""
     t = np.asarray(t, np.float64)
     out = np.clip(t, 0.0, 1.0)
-    lo = np.abs(t) < a
-    out[lo] = (t[lo] + a) ** 2 / (4 * a)
+    if lower:
+        lo = np.abs(t) < a
+        out[lo] = (t[lo] + a) ** 2 / (4 * a)
     hi = np.abs(t - 1) < a
     out[hi] = t[hi] - (t[hi] - (1 - a)) ** 2 / (4 * a)
     return out
@@ -926,21 +943,21 @@ def shape_dirs(verts: np.ndarray, weights: np.ndarray, sk: Skeleton) -> np.ndarr
     ):  # fmt: skip
         gain[_joint_set(names)] = g
     dirs[:, :, 1] = np.einsum("vj,j,vjk->vk", weights, gain, radial)
-    # 2 shoulder width: the arms move outwards
-    dirs[:, 0, 2] = side * 0.02 * (arm + 0.5 * collar)
-    # 3 hip width: the pelvis and upper thighs widen
-    hip_y = jt[J["left_hip"], 1]
-    dirs[:, 0, 3] = 0.12 * x * np.exp(-(((y - hip_y) / (0.09 * h)) ** 2)) * (1 - arm)
-    # 4 leg length at the same stature: the hips rise 3 cm, the head stays
-    hip_frac = (hip_y - FLOOR_Y) / h
-    legs = _soft_clamp01((y - FLOOR_Y) / (hip_y - FLOOR_Y)) - (y - FLOOR_Y) / h
-    dirs[:, 1, 4] = 0.03 * legs / (1 - hip_frac)
-    # 5 arm length: shoulder to wrist, hands carried along
+    # 2 shoulder width: the shoulders move outwards, the hands stay (the arms shorten)
     sx, wx = jt[J["left_shoulder"], 0], jt[J["left_wrist"], 0]
-    reach = _soft_clamp01((np.abs(x) - sx) / (wx - sx))
-    dirs[:, 0, 5] = (
-        side * 0.025 * reach * weights[:, _joint_set(["shoulder", "elbow", "wrist", *fingers])].sum(axis=1)
-    )
+    reach = _soft_clamp01((np.abs(x) - sx) / (wx - sx))  # 0 at the shoulder .. 1 from the wrist on
+    dirs[:, 0, 2] = side * 0.02 * (1 - reach) * (arm + 0.5 * collar)
+    # 3 hip width: the legs move apart and the pelvis widens between them
+    hip_y = jt[J["left_hip"], 1]
+    legs = weights[:, _joint_set(["hip", "knee", "ankle", "foot"])].sum(axis=1)
+    pelvis = weights[:, J["pelvis"]] * np.exp(-(((y - hip_y) / (0.08 * h)) ** 2))
+    dirs[:, 0, 3] = 0.02 * np.tanh(x / (0.05 * s)) * (legs + pelvis)
+    # 4 leg length: the legs lengthen, the torso shortens (the hips rise 3 cm, the head stays) ...
+    hip_frac = (hip_y - FLOOR_Y) / h
+    ramp = _soft_clamp01((y - FLOOR_Y) / (hip_y - FLOOR_Y), lower=False) - (y - FLOOR_Y) / h
+    dirs[:, 1, 4] = 0.03 * ramp / (1 - hip_frac)
+    # 5 arm length: shoulder to wrist, hands carried along
+    dirs[:, 0, 5] = side * 0.025 * reach * arm
     # 6 head size about the centre of the head
     head = weights[:, _joint_set(["head", "jaw"])].sum(axis=1)
     centre = jt[J["head"]] + (0, 0.035 * s, 0.0)
@@ -956,6 +973,10 @@ def shape_dirs(verts: np.ndarray, weights: np.ndarray, sk: Skeleton) -> np.ndarr
     # 9 neck length: the head rises
     ny, hy = jt[J["neck"], 1], jt[J["head"], 1]
     dirs[:, 1, 9] = 0.015 * _soft_clamp01((y - ny) / (hy - ny)) * (1 - arm)
+    # ... 4 and 9 lengthen the body: take out their share of stature so they stay uncorrelated with it
+    flat = dirs.reshape(-1, NUM_SHAPE)
+    for k in (4, 9):
+        flat[:, k] -= (flat[:, k] @ flat[:, 0]) / (flat[:, 0] @ flat[:, 0]) * flat[:, 0]
     return dirs
 
 
@@ -964,6 +985,7 @@ def expression_dirs(verts: np.ndarray, weights: np.ndarray, sk: Skeleton) -> np.
     s, jt = sk.scale, sk.joints
     h = sk.p.stature
     front = _soft_clamp01((verts[:, 2] - jt[J["head"], 2] - 0.03 * s) / (0.04 * s))
+    front *= _soft_clamp01((verts[:, 1] - sk.points["chin"][1] + 0.02 * s) / (0.02 * s))  # not the neck
     face = weights[:, _joint_set(["head", "jaw"])].sum(axis=1) * front
 
     def y(frac: float) -> float:
@@ -1038,10 +1060,13 @@ def hand_pca() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     for f in FINGERS:
         point[3 * fi[f] : 3 * fi[f] + 3] = axes[3 * fi[f] : 3 * fi[f] + 3] * (-1.0 if f == "index" else 0.5)
     comps.append(point)
-    basis = np.concatenate([np.array([c.ravel() for c in comps]), np.eye(45)])
-    q, _ = np.linalg.qr(basis.T)  # Gram-Schmidt in this order
-    q = q[:, :45] * np.sign(np.diag(q.T @ basis.T[:, :45]))  # keep each component's sign
-    left = q.T
+    rows: list[np.ndarray] = []
+    for c in [c.ravel() for c in comps] + list(np.eye(45)):  # Gram-Schmidt in this order
+        for r in rows:
+            c = c - (c @ r) * r
+        if np.linalg.norm(c) > 1e-6:
+            rows.append(c / np.linalg.norm(c))
+    left = np.array(rows[:45])
     mean = np.zeros((15, 3))
     for f in FINGERS:
         i = fi[f]
