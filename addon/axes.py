@@ -9,7 +9,7 @@ Convention:
 The change of basis is the rotation ``YUP_TO_ZUP`` (+90 degrees about X): (x, y, z) -> (x, -z, y).
 Every module of the add-on converts through ``Y_UP`` below and nowhere else, the way
 glTF-Blender-IO injects its ``set_convert_functions`` everywhere; a location, a rotation
-matrix, a 4x4 transform and an OpenCV camera pose each have one method, all derived from the
+matrix, a local frame, a 4x4 transform and an OpenCV camera pose each have one method, all derived from the
 single matrix.
 """
 
@@ -39,6 +39,11 @@ class AxisConversion:
     def rotations(self, r: np.ndarray) -> np.ndarray:
         """(...,3,3) rotations acting on source-frame vectors -> the same rotations in Blender's frame."""
         return self.matrix @ np.asarray(r, np.float64) @ self.matrix.T
+
+    def orientations(self, r: np.ndarray) -> np.ndarray:
+        """(...,3,3) local frames (columns = a body's axes in source coordinates) -> the same axes
+        in Blender's frame. Unlike ``rotations``, the local side is not converted."""
+        return self.matrix @ np.asarray(r, np.float64)
 
     def transforms(self, m: np.ndarray) -> np.ndarray:
         """(...,4,4) rigid/affine transforms of the source frame -> the same in Blender's frame."""

@@ -145,101 +145,12 @@ class BundleImporter:
         if s.splats and any(p.splats is not None for p in people):
             splat_setup = gsplat.SplatSetup(created)
         for index, person in enumerate(people):
-            result.people[person.id] = self._person(person, index, frames, top, context, splat_setup)
+            result.people[person.id] = create_person(person, index, frames, top, context, s, splat_setup, self.conv)
         if s.camera:
             self._camera(b, frames, top, result)
         if s.scene_settings:
             self._scene_settings(b, scene, frames, result, with_splats=splat_setup is not None)
         return result
-
-    def _person(
-        self,
-        person: bundle.Person,
-        index: int,
-        frames: np.ndarray,
-        top: bpy.types.Collection,
-        context: Any,
-        splat_setup: gsplat.SplatSetup | None,
-    ) -> PersonObjects:
-        s = self.settings
-        conv = self.conv
-        coll = bpy.data.collections.new(person.id)
-        coll[PERSON_KEY] = person.id
-        top.children.link(coll)
-        out = PersonObjects()
-        names = list(person.rig.joint_names)
-        heads = conv.points(person.rig.joints)
-        arm_obj = None
-        if s.armature:
-            arm_obj, rest_rot = armature.create_armature(person.id, heads, person.rig.parents, names, coll, context)
-            arm_obj[PERSON_KEY] = person.id
-            quats, root_loc = rig.pose_basis(rest_rot, person.rig.joints, person.motion.rotvecs, person.motion.trans, conv)
-            armature.key_pose(arm_obj, names, frames, quats, root_loc, person.motion.visibility)
-            out.armature = arm_obj
-        color = person_color(index)
-        if s.mesh:
-            weights = person.rig.weights
-            out.body = self._skinned_mesh(f"{person.id} body", conv.points(person.rig.vertices), person.rig.faces,
-                                          names, weights, arm_obj, coll, color)  # fmt: skip
-        if s.appearance_mesh and person.mesh is not None:
-            m = person.mesh
-            weights = dense_weights(m.skin_joints, m.skin_weights, len(names))
-            out.mesh = self._skinned_mesh(f"{person.id} mesh", conv.points(m.vertices), m.faces, names, weights,
-                                          arm_obj, coll, color, m.colors)  # fmt: skip
-        if splat_setup is not None and person.splats is not None:
-            points = splat_points(person.splats, conv)
-            frames_obj = None
-            if arm_obj is not None:
-                frames_obj = gsplat.create_joint_frames(f"{person.id} joint frames", heads, names, arm_obj, coll)
-                out.joint_frames = frames_obj
-            out.splats = gsplat.create_splat_object(
-                f"{person.id} splats", points, coll, splat_setup, frames_obj,
-                display_points=points.count > s.splat_points_threshold,
-            )  # fmt: skip
-        for obj in (out.body, out.splats, out.mesh, out.joint_frames):
-            if obj is not None:
-                obj[PERSON_KEY] = person.id
-        return out
-
-    def _skinned_mesh(
-        self,
-        name: str,
-        vertices: np.ndarray,
-        faces: np.ndarray,
-        names: list[str],
-        weights: np.ndarray,
-        arm_obj: bpy.types.Object | None,
-        coll: bpy.types.Collection,
-        color: tuple[float, float, float, float],
-        vertex_colors: np.ndarray | None = None,
-    ) -> bpy.types.Object:
-        mesh = new_mesh(name, vertices, faces)
-        mesh.shade_smooth()
-        mat = bpy.data.materials.new(name)
-        mat.diffuse_color = color
-        mesh.materials.append(mat)
-        compat.use_nodes(mat)
-        tree: Any = mat.node_tree
-        bsdf = next((n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
-        if bsdf is not None:
-            bsdf.inputs["Base Color"].default_value = color
-            bsdf.inputs["Roughness"].default_value = 0.6
-        if vertex_colors is not None:
-            attr: Any = mesh.color_attributes.new("Color", "BYTE_COLOR", "POINT")
-            rgba = np.concatenate([np.asarray(vertex_colors, np.float32) / 255.0, np.ones((len(vertex_colors), 1), np.float32)], 1)
-            attr.data.foreach_set("color_srgb", rgba.ravel())
-            if bsdf is not None:
-                node = tree.nodes.new("ShaderNodeVertexColor")
-                node.layer_name = "Color"
-                tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
-        obj = bpy.data.objects.new(name, mesh)
-        coll.objects.link(obj)
-        if arm_obj is not None:
-            assign_vertex_groups(obj, names, weights)
-            mod: Any = obj.modifiers.new("Armature", "ARMATURE")
-            mod.object = arm_obj
-            obj.parent = arm_obj
-        return obj
 
     def _camera(self, b: bundle.Bundle, frames: np.ndarray, top: bpy.types.Collection, result: ImportResult) -> None:
         s = self.settings
@@ -295,6 +206,102 @@ class BundleImporter:
                 f"the camera's fx and fy differ by {intr_err:.1%}: Blender uses square pixels, so the "
                 "vertical field of view is approximate"
             )
+
+
+def create_person(
+    person: bundle.Person,
+    index: int,
+    frames: np.ndarray,
+    parent: bpy.types.Collection,
+    context: Any,
+    settings: ImportSettings,
+    splat_setup: gsplat.SplatSetup | None,
+    conv: axes.AxisConversion,
+    world_conv: axes.AxisConversion | None = None,
+) -> PersonObjects:
+    """One person's collection, armature (keyed at scene ``frames``), meshes and splats.
+
+    conv converts the rest body (and, unless ``world_conv`` is given, the world motion).
+    """
+    s = settings
+    coll = bpy.data.collections.new(person.id)
+    coll[PERSON_KEY] = person.id
+    parent.children.link(coll)
+    out = PersonObjects()
+    names = list(person.rig.joint_names)
+    heads = conv.points(person.rig.joints)
+    arm_obj = None
+    if s.armature:
+        arm_obj, rest_rot = armature.create_armature(person.id, heads, person.rig.parents, names, coll, context)
+        arm_obj[PERSON_KEY] = person.id
+        quats, root_loc = rig.pose_basis(rest_rot, person.rig.joints, person.motion.rotvecs, person.motion.trans,
+                                         conv, world_conv)  # fmt: skip
+        armature.key_pose(arm_obj, names, frames, quats, root_loc, person.motion.visibility)
+        out.armature = arm_obj
+    color = person_color(index)
+    if s.mesh:
+        out.body = _skinned_mesh(f"{person.id} body", conv.points(person.rig.vertices), person.rig.faces, names,
+                                 person.rig.weights, arm_obj, coll, color)  # fmt: skip
+    if s.appearance_mesh and person.mesh is not None:
+        m = person.mesh
+        weights = dense_weights(m.skin_joints, m.skin_weights, len(names))
+        out.mesh = _skinned_mesh(f"{person.id} mesh", conv.points(m.vertices), m.faces, names, weights, arm_obj,
+                                 coll, color, m.colors)  # fmt: skip
+    if splat_setup is not None and person.splats is not None:
+        points = splat_points(person.splats, conv)
+        frames_obj = None
+        if arm_obj is not None:
+            frames_obj = gsplat.create_joint_frames(f"{person.id} joint frames", heads, names, arm_obj, coll)
+            out.joint_frames = frames_obj
+        out.splats = gsplat.create_splat_object(
+            f"{person.id} splats", points, coll, splat_setup, frames_obj,
+            display_points=points.count > s.splat_points_threshold,
+        )  # fmt: skip
+    for obj in (out.body, out.splats, out.mesh, out.joint_frames):
+        if obj is not None:
+            obj[PERSON_KEY] = person.id
+    return out
+
+
+def _skinned_mesh(
+    name: str,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    names: list[str],
+    weights: np.ndarray,
+    arm_obj: bpy.types.Object | None,
+    coll: bpy.types.Collection,
+    color: tuple[float, float, float, float],
+    vertex_colors: np.ndarray | None = None,
+) -> bpy.types.Object:
+    """A smooth-shaded mesh with a per-person material, skinned to ``arm_obj`` when given."""
+    mesh = new_mesh(name, vertices, faces)
+    mesh.shade_smooth()
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = color
+    mesh.materials.append(mat)
+    compat.use_nodes(mat)
+    tree: Any = mat.node_tree
+    bsdf = next((n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is not None:
+        bsdf.inputs["Base Color"].default_value = color
+        bsdf.inputs["Roughness"].default_value = 0.6
+    if vertex_colors is not None:
+        attr: Any = mesh.color_attributes.new("Color", "BYTE_COLOR", "POINT")
+        rgba = np.concatenate([np.asarray(vertex_colors, np.float32) / 255.0, np.ones((len(vertex_colors), 1), np.float32)], 1)
+        attr.data.foreach_set("color_srgb", rgba.ravel())
+        if bsdf is not None:
+            node = tree.nodes.new("ShaderNodeVertexColor")
+            node.layer_name = "Color"
+            tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    obj = bpy.data.objects.new(name, mesh)
+    coll.objects.link(obj)
+    if arm_obj is not None:
+        assign_vertex_groups(obj, names, weights)
+        mod: Any = obj.modifiers.new("Armature", "ARMATURE")
+        mod.object = arm_obj
+        obj.parent = arm_obj
+    return obj
 
 
 def import_bundle(path: str | Path, settings: ImportSettings | None = None, context: Any | None = None) -> ImportResult:

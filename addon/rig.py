@@ -38,9 +38,10 @@ PRIMARY_CHILD: dict[str, str] = {
 }
 # Bones whose tail points along the body's forward direction (length in metres).
 FORWARD_LEAVES: dict[str, float] = {"jaw": 0.08, "left_eye_smplhf": 0.025, "right_eye_smplhf": 0.025}
-# Leaf bones continue their parent's direction; their length relative to the parent bone.
-LEAF_LENGTH: dict[str, float] = {"head": 1.8}
-DEFAULT_LEAF_LENGTH = 0.7
+# Bones pointing up the body; length relative to the parent bone.
+UP_LEAVES: dict[str, float] = {"head": 1.8}
+# Other leaf bones continue their parent's direction, this long relative to the parent bone.
+LEAF_LENGTH = 0.7
 MIN_BONE_LENGTH = 0.005  # metres; Blender deletes zero-length bones
 
 
@@ -78,8 +79,8 @@ def bone_layout(
 
     Returns:
         tails (J,3): towards the (primary) child along the limb; leaves continue their parent's
-            direction (``LEAF_LENGTH``), jaw and eyes point forward; never shorter than
-            ``MIN_BONE_LENGTH``.
+            direction (``LEAF_LENGTH``), the head points up, jaw and eyes forward; never shorter
+            than ``MIN_BONE_LENGTH``.
         z_axis (J,3): the direction each bone's local z axis is aligned to (its roll): the body's
             forward direction, or up for bones that themselves point forward (feet, jaw, eyes).
         connected (J,) bool: the bone's head is its parent's tail.
@@ -110,8 +111,8 @@ def bone_layout(
             tails[j] = heads[primary[j]]
         elif p >= 0:
             parent_vec = tails[p] - heads[p]
-            length = max(np.linalg.norm(parent_vec) * LEAF_LENGTH.get(name, DEFAULT_LEAF_LENGTH), MIN_BONE_LENGTH)
-            tails[j] = heads[j] + _unit(parent_vec, up) * length
+            length = max(np.linalg.norm(parent_vec) * UP_LEAVES.get(name, LEAF_LENGTH), MIN_BONE_LENGTH)
+            tails[j] = heads[j] + (up if name in UP_LEAVES else _unit(parent_vec, up)) * length
         else:
             tails[j] = heads[j] + up * 0.1
         if np.linalg.norm(tails[j] - heads[j]) < MIN_BONE_LENGTH:

@@ -60,7 +60,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def splat_points(splats: bundle.Splats, conv: AxisConversion) -> SplatPoints:
     """Convert canonical Gaussians (source frame) into Blender's frame and point attributes."""
-    axes = conv.rotations(quaternion_to_matrix(splats.quats))  # (N,3,3) columns = local axes
+    axes = conv.orientations(quaternion_to_matrix(splats.quats))  # (N,3,3) columns = local axes
     rgb = srgb_to_linear(sh_dc_to_rgb(splats.sh[:, 0, :]))
     colors = np.concatenate([rgb, np.ones((len(rgb), 1))], axis=1)
     return SplatPoints(
