@@ -21,3 +21,19 @@ def standin_model_dir() -> Path:
     from core.body.standin import ensure_standin
 
     return ensure_standin(STANDIN_CACHE)
+
+
+SYNTH_SCENE = {"people": 2, "frames": 12, "size": (160, 90), "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def synth_scene(standin_model_dir, tmp_path_factory) -> Path:
+    """A tiny ``python -m core synth`` output (``SYNTH_SCENE``, stand-in body), made once per
+    session: video.mp4, bundle/ and gt/ (docs/formats.md)."""
+    from core.body.model import BodyModel
+    from core.synth.generate import generate
+    from core.synth.scene import SynthConfig
+
+    out = tmp_path_factory.mktemp("synth") / "scene"
+    generate(SynthConfig(**SYNTH_SCENE), out, BodyModel(standin_model_dir))
+    return out

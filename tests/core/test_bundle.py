@@ -44,6 +44,15 @@ def one_problem(root) -> str:
     return "\n".join(problems)
 
 
+def test_synth_bundle_validates(synth_scene):
+    root = synth_scene / "bundle"
+    assert bd.validate(root) == []
+    b = bd.read_bundle(root)
+    assert b.body_model.standin and b.generator == "troupe synth" and b.frame_count == 12
+    for p in b.people:
+        assert p.rig.vertices.shape == (10475, 3) and p.rig.weights.shape == (10475, bd.NUM_JOINTS)
+
+
 def test_round_trip_is_exact(toy, valid_dir):
     back = bd.read_bundle(valid_dir)
     assert back.fps == toy.fps and back.image_size == toy.image_size and back.frame_count == FRAMES
