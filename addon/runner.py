@@ -28,6 +28,8 @@ import collections
 import json
 import os
 import queue
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,6 +103,25 @@ def python_problem(python: str) -> str | None:
     if os.name != "nt" and not os.access(p, os.X_OK):
         return f"the GPU environment's Python is not executable: {python}"
     return None
+
+
+def split_args(text: str) -> list[str]:
+    """Worker options typed as on a command line (``join_args`` writes them so)."""
+    if sys.platform == "win32":  # double quotes; backslashes in paths are kept
+        return [t[1:-1] if len(t) >= 2 and t[0] == t[-1] == '"' else t for t in shlex.split(text, posix=False)]
+    return shlex.split(text)
+
+
+def join_args(args: list[str]) -> str:
+    return subprocess.list2cmdline(args) if sys.platform == "win32" else shlex.join(args)
+
+
+def job_folder(output_dir: str | Path, video: str | Path) -> Path:
+    """The job folder of ``video`` under ``output_dir``: one per video, so running again resumes."""
+    v = Path(video)
+    name = v.stem if v.suffix else v.name  # a folder of frames is named by itself
+    safe = re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", name).strip(" .") or "video"
+    return Path(output_dir) / safe
 
 
 def log_tail(path: Path | str, lines: int = 12, max_bytes: int = 64_000) -> list[str]:
@@ -262,8 +283,6 @@ class Job:
         self.error: str | None = None
         self.log_path = Path(log_path)
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=5000)  # messages, in order
-        self.started_at = time.time()  # wall clock, for display and for saving in the .blend
-        self.ended_at: float | None = None
         self._t0 = time.monotonic()
         self._t_end: float | None = None
         self._cancel_at: float | None = None
@@ -400,7 +419,6 @@ class Job:
         self.error = error
         if error:
             self.message = error
-        self.ended_at = time.time()
         self._t_end = time.monotonic()
 
     def _handle(self, msg: dict[str, Any]) -> bool:

@@ -15,18 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_troupe_module(name: str):
-    """Import ``troupe.<name>`` with the checkout as the package ``troupe``, as Blender does."""
-    if "troupe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("troupe", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["troupe"] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"troupe.{name}")
-
+from tests.addon.troupe_extension import ROOT, load_troupe_module
 
 envsetup = load_troupe_module("addon.envsetup")
 

@@ -3,84 +3,29 @@
 The worker here is the real ``python -m core run`` (real argument parsing, protocol, pipeline,
 resume keys, signal handling); where a test needs stages that run for a while or succeed on
 any input, the pipeline's stage list is swapped for small test stages by a stand-in for the
-environment's Python (``fake_env_python``), as tests/core/test_pipeline.py does. The runs on
+environment's Python (``troupe_extension.fake_env_python``), as tests/core/test_pipeline.py does. The runs on
 the real stages (a synthetic clip end to end) are in test_runner_real.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CORE_PYTHON = ROOT / ".venv" / "core" / "bin" / "python"
+from tests.addon.troupe_extension import CORE_PYTHON, ROOT, assert_reaped, fake_env_python, load_troupe_module
 
 pytestmark = pytest.mark.skipif(not CORE_PYTHON.exists(), reason="needs .venv/core (scripts/setup.sh core)")
 
-
-def load_troupe_module(name: str):
-    """Import ``troupe.<name>`` with the checkout as the package ``troupe``, as Blender does."""
-    if "troupe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "troupe", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["troupe"] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"troupe.{name}")
-
-
 runner = load_troupe_module("addon.runner")
 
-STAGE_CODE = textwrap.dedent(
-    '''
-    import os, time
 
-    def run_stage(ctx):
-        with open(ctx.job.root / "calls.txt", "a", encoding="utf-8") as fh:
-            fh.write(ctx.name + "\\n")
-        print("library chatter", flush=True)          # must land in the log, never in the protocol
-        delay = float(os.environ.get("TEST_STAGE_DELAY", "0"))
-        if ctx.name == "second" and os.environ.get("TEST_IGNORE_CANCEL"):
-            time.sleep(600)                            # a stage that never reports progress
-        for i in range(10):
-            ctx.progress(i / 10, f"step {i}")
-            time.sleep(delay / 10)
-        (ctx.out_dir / "out.txt").write_text(ctx.name)
-    '''
-)
-
-# Stands in for the GPU environment's Python: runs the real worker with the test stages above.
-FAKE_PYTHON = textwrap.dedent(
-    """\
-    #!{python}
-    import sys
-    sys.path.insert(0, {mods!r})
-    from core import pipeline
-    from core.pipeline import StageSpec
-    pipeline.STAGES[:] = [StageSpec(n, "fake_stage:run_stage", (), 1.0, n) for n in ("first", "second")]
-    assert sys.argv[1:3] == ["-m", "core"], sys.argv
-    from core.__main__ import main
-    sys.exit(main(sys.argv[3:]))
-    """
-)
-
-
-@pytest.fixture()
-def fake_env_python(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("fakeenv")  # no spaces: it goes into a #! line
-    (d / "fake_stage.py").write_text(STAGE_CODE)
-    exe = d / "python"
-    exe.write_text(FAKE_PYTHON.format(python=CORE_PYTHON, mods=str(d)))
-    exe.chmod(0o755)
-    return str(exe)
+@pytest.fixture(name="fake_env_python")
+def _fake_env_python(tmp_path_factory) -> str:
+    return fake_env_python(tmp_path_factory.mktemp("fakeenv"))
 
 
 @pytest.fixture()
@@ -102,13 +47,6 @@ def wait_until(job, predicate, timeout: float = 60.0) -> None:
     while not predicate(job):
         assert time.monotonic() < deadline, f"timed out; status {job.status}: {job.message}"
         job.poll(timeout=0.2)
-
-
-def assert_reaped(pid: int) -> None:
-    """The worker is gone and not a zombie (Popen.wait reaped it)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():  # pid could be reused by now; a zombie of ours shows state Z
-        assert stat.read_text().split(")")[-1].split()[0] != "Z", f"worker {pid} is a zombie"
 
 
 def test_run_reports_ordered_progress_and_done(fake_env_python, odd_dir, monkeypatch):
