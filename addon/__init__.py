@@ -26,4 +26,4 @@ def unregister() -> None:
 
 
 # Modules with register()/unregister(), in registration order.
-_MODULES: list[str] = ["prefs", "panel", "ops_run"]
+_MODULES: list[str] = ["prefs", "panel", "ops_run", "ops_import"]

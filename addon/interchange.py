@@ -212,7 +212,7 @@ def import_motion(
         settings = ImportSettings(mesh=mesh, splats=False)
         result.people[person.id] = create_person(person, 0, frames, top, context, settings, None, axes.Y_UP, world_conv)
         scene.frame_start = frame_offset
-        scene.frame_end = max(scene.frame_end, int(frames[-1]))
+        scene.frame_end = int(frames[-1])
         created.tag_new()
     except BaseException:
         created.remove_all()
@@ -226,14 +226,12 @@ def import_motion(
 # --------------------------------------------------------------------------------------
 
 
-def _select_only(context: Any, objects: list[bpy.types.Object], active: bpy.types.Object) -> list[bpy.types.Object]:
-    previous = [o for o in context.view_layer.objects if o.select_get()]
-    for o in previous:
+def _select_only(context: Any, objects: list[bpy.types.Object], active: bpy.types.Object) -> None:
+    for o in context.view_layer.objects:
         o.select_set(False)
     for o in objects:
         o.select_set(True)
     context.view_layer.objects.active = active
-    return previous
 
 
 def _frame_range(armature: bpy.types.Object, scene: Any) -> tuple[int, int]:
@@ -250,36 +248,55 @@ def _frame_range(armature: bpy.types.Object, scene: Any) -> tuple[int, int]:
 def export_person(armature: bpy.types.Object, path: str | Path, fmt: str = "FBX", context: Any | None = None) -> Path:
     """Export a Troupe armature (and its skinned body mesh) with Blender's own exporters.
 
-    FBX: armature + meshes parented to it, baked animation, no leaf bones, +Y up / -Z forward
-    (what game engines and Rokoko / Auto-Rig Pro expect). BVH: the armature's motion in
-    Blender's frame (+Z up), rotations in each bone's native order.
+    Both files are +Y up (what game engines, retargeting tools such as Rokoko and Auto-Rig Pro,
+    and Blender's own importers with their defaults expect). FBX: armature + meshes parented to
+    it, baked animation, no leaf bones, -Z forward. BVH: the skeleton's motion, each bone's
+    rotation in its native order; Blender's BVH exporter writes armature space as it is, so it
+    exports a temporary copy whose rest pose is turned to +Y up (the keys are shared: bone-space
+    rotations do not change when the whole rest pose turns).
     """
+    import mathutils
+
     context = context or bpy.context
     if armature.type != "ARMATURE":
         raise ValueError(f"{armature.name} is not an armature")
+    if fmt not in ("FBX", "BVH"):
+        raise ValueError(f"format must be FBX or BVH, not {fmt!r}")
     out = Path(path).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     scene = context.scene
     start, end = _frame_range(armature, scene)
-    meshes = [c for c in armature.children if c.type == "MESH" and any(m.type == "ARMATURE" for m in c.modifiers)]
-    if context.view_layer.objects.active is not None and context.view_layer.objects.active.mode != "OBJECT":
+    view_layer = context.view_layer
+    if view_layer.objects.active is not None and view_layer.objects.active.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
-    previous_active = context.view_layer.objects.active
-    previous = _select_only(context, [armature, *meshes] if fmt == "FBX" else [armature], armature)
+    previous_active = view_layer.objects.active
+    previous = [o for o in view_layer.objects if o.select_get()]
     saved_range = (scene.frame_start, scene.frame_end)
+    temp = None
     try:
         scene.frame_start, scene.frame_end = start, end
         if fmt == "FBX":
+            meshes = [c for c in armature.children if c.type == "MESH" and any(m.type == "ARMATURE" for m in c.modifiers)]
+            _select_only(context, [armature, *meshes], armature)
             bpy.ops.export_scene.fbx(
                 filepath=str(out), use_selection=True, object_types={"ARMATURE", "MESH"}, add_leaf_bones=False,
                 bake_anim=True, bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
                 bake_anim_simplify_factor=0.0, axis_forward="-Z", axis_up="Y", use_armature_deform_only=True,
             )  # fmt: skip
-        elif fmt == "BVH":
-            bpy.ops.export_anim.bvh(filepath=str(out), frame_start=start, frame_end=end, root_transform_only=False)
         else:
-            raise ValueError(f"format must be FBX or BVH, not {fmt!r}")
+            temp = armature.copy()
+            temp.data = armature.data.copy()
+            to_y_up = mathutils.Matrix(np.linalg.inv(axes.Y_UP.matrix4).tolist())
+            temp.data.transform(to_y_up)  # type: ignore[union-attr]
+            temp.matrix_world = mathutils.Matrix.Identity(4)
+            scene.collection.objects.link(temp)
+            _select_only(context, [temp], temp)
+            bpy.ops.export_anim.bvh(filepath=str(out), frame_start=start, frame_end=end, root_transform_only=False)
     finally:
+        if temp is not None:
+            data = temp.data
+            bpy.data.objects.remove(temp)
+            bpy.data.armatures.remove(data)  # type: ignore[arg-type]
         scene.frame_start, scene.frame_end = saved_range
         if previous_active is not None:
             _select_only(context, previous, previous_active)
