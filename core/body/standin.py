@@ -82,7 +82,7 @@ import numpy as np
 from .. import bundle
 from .model import GENDERS, STANDIN_KEY, model_filename
 
-GENERATOR_VERSION = 2  # bump whenever the generated arrays change
+GENERATOR_VERSION = 3  # bump whenever the generated arrays change
 VERSION_KEY = "troupe_standin_version"
 SEED_KEY = "troupe_standin_seed"
 NOTE_KEY = "troupe_standin_note"
@@ -133,10 +133,10 @@ BASE_PROPORTIONS = {
         stature=1.70, shoulder=0.110, hip=0.100, chest=0.091, waist=0.079, girth=1.0, bust=0.5
     ),
     "male": Proportions(
-        stature=1.76, shoulder=0.117, hip=0.094, chest=0.096, waist=0.080, girth=1.05, bust=0.0
+        stature=1.76, shoulder=0.117, hip=0.092, chest=0.096, waist=0.076, girth=1.05, bust=0.0
     ),
     "female": Proportions(
-        stature=1.64, shoulder=0.102, hip=0.109, chest=0.086, waist=0.073, girth=0.94, bust=1.0
+        stature=1.64, shoulder=0.102, hip=0.106, chest=0.086, waist=0.072, girth=0.94, bust=1.0
     ),
 }
 
@@ -264,8 +264,10 @@ class Prim:
 
     kind "cone": a capsule tapering from radius ``ra`` at ``a`` to ``rb`` at ``b`` (round cone).
     kind "ellipsoid": centre ``a``, axis-aligned radii ``b``.
-    ``blend`` is the smooth-union radius with the primitives before it; ``bones`` the joints whose
-    bones may own the surface this primitive makes (the nearest of them wins).
+    ``blend`` is the smooth-union radius with the primitives before it (the core's and its own
+    group's); ``bones`` the joints whose bones may own the surface this primitive makes (the
+    nearest of them wins); ``group`` "" for the core (torso, neck, head), else the limb it belongs
+    to ("left_arm", ...): limbs blend into the core but never into each other.
     """
 
     kind: str
@@ -275,6 +277,7 @@ class Prim:
     rb: float = 0.0
     blend: float = 0.0
     bones: tuple[int, ...] = ()
+    group: str = ""
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "cone":
@@ -326,33 +329,26 @@ def primitives(sk: Skeleton) -> list[Prim]:
     def y(frac: float) -> float:
         return FLOOR_Y + frac * h
 
-    def ell(c, r, blend, bones, mirror=False):  # type: ignore[no-untyped-def]
-        c, r = np.asarray(c, float), np.asarray(r, float)
-        prims.append(Prim("ellipsoid", c, r, blend=blend, bones=tuple(J[b] for b in bones)))
+    limb = ""  # the limb group of the primitives being added ("arm", "leg"), "" = core
+
+    def add(kind: str, a, b, ra: float, rb: float, blend: float, bones, mirror: bool) -> None:  # type: ignore[no-untyped-def]
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        group = f"left_{limb}" if limb else ""
+        prims.append(Prim(kind, a, b, ra, rb, blend, tuple(J[x] for x in bones), group))
         if mirror:
-            prims.append(
-                Prim("ellipsoid", _mirror(c), r, blend=blend, bones=tuple(J[_other(b)] for b in bones))
-            )
+            a2, b2 = _mirror(a), (_mirror(b) if kind == "cone" else b)
+            group = f"right_{limb}" if limb else ""
+            prims.append(Prim(kind, a2, b2, ra, rb, blend, tuple(J[_other(x)] for x in bones), group))
+
+    def ell(c, r, blend, bones, mirror=False):  # type: ignore[no-untyped-def]
+        add("ellipsoid", c, r, 0.0, 0.0, blend, bones, mirror)
 
     def cone(a, b, ra, rb, blend, bones, mirror=False):  # type: ignore[no-untyped-def]
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        prims.append(Prim("cone", a, b, ra, rb, blend=blend, bones=tuple(J[x] for x in bones)))
-        if mirror:
-            prims.append(
-                Prim(
-                    "cone",
-                    _mirror(a),
-                    _mirror(b),
-                    ra,
-                    rb,
-                    blend=blend,
-                    bones=tuple(J[_other(x)] for x in bones),
-                )
-            )
+        add("cone", a, b, ra, rb, blend, bones, mirror)
 
     torso = ("pelvis", "spine1", "spine2", "spine3")
     # torso, bottom to top
-    ell((0, y(0.535), -0.012 * s), (p.hip * h, 0.072 * h, 0.105 * s * g), 0.0, torso)
+    ell((0, y(0.53), -0.012 * s), (p.hip * h, 0.085 * h, 0.105 * s * g), 0.0, torso)
     ell(
         (0.055 * s, y(0.515), -0.055 * s),
         (0.075 * s * g, 0.085 * s, 0.07 * s * g),
@@ -423,6 +419,7 @@ def primitives(sk: Skeleton) -> list[Prim]:
         mirror=True,
     )
     # arms and hands (left, mirrored)
+    limb = "arm"
     elbow, wrist = jt[J["left_elbow"]], jt[J["left_wrist"]]
     ell(
         shoulder + (0.005 * s, 0.004 * s, 0),
@@ -466,26 +463,27 @@ def primitives(sk: Skeleton) -> list[Prim]:
     for k in range(3):
         cone(thumb[k], thumb[k + 1], tr[k], tr[k + 1], 0.008 * s, (f"left_thumb{k + 1}",), mirror=True)
     # legs and feet (left, mirrored)
+    limb = "leg"
     hip, knee, ankle, foot = (jt[J[f"left_{n}"]] for n in ("hip", "knee", "ankle", "foot"))
     cone(
-        hip + (0.004 * s, 0.01 * s, -0.005 * s),
+        hip + (0.016 * s, 0.01 * s, -0.005 * s),
         knee,
-        0.08 * s * g,
+        0.072 * s * g,
         0.052 * s * g,
-        0.05 * s,
+        0.04 * s,
         ("left_hip",),
         mirror=True,
     )
     ell(
-        hip + 0.35 * (knee - hip) + (0.004 * s, 0, 0.012 * s),
-        np.array([0.068, 0.14, 0.068]) * s * g,
+        hip + 0.35 * (knee - hip) + (0.014 * s, 0, 0.012 * s),
+        np.array([0.064, 0.14, 0.068]) * s * g,
         0.04 * s,
         ("left_hip",),
         mirror=True,
     )
     ell(
         knee + (0, 0.004 * s, 0.008 * s),
-        np.array([0.05, 0.055, 0.05]) * s * g,
+        np.array([0.047, 0.052, 0.047]) * s * g,
         0.02 * s,
         ("left_hip", "left_knee"),
         mirror=True,
@@ -554,36 +552,83 @@ def _other(name: str) -> str:
     return name
 
 
+def _groups(prims: list[Prim]) -> tuple[list[Prim], list[list[Prim]]]:
+    core = [pr for pr in prims if not pr.group]
+    names = sorted({pr.group for pr in prims if pr.group})
+    return core, [[pr for pr in prims if pr.group == n] for n in names]
+
+
+def _box(prims: list[Prim], margin: float) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.min([pr.bounds()[0] - pr.blend for pr in prims], axis=0) - margin
+    hi = np.max([pr.bounds()[1] + pr.blend for pr in prims], axis=0) + margin
+    return lo, hi
+
+
 def body_sdf(prims: list[Prim], points: np.ndarray) -> np.ndarray:
-    """Signed distance of the body (negative inside) at points (N,3), soles cut at FLOOR_Y."""
+    """Signed distance of the body (negative inside) at points (N,3), soles cut at FLOOR_Y.
+
+    The core primitives are smoothly united in order; each limb group continues that union from
+    the core on its own, and the body is the plain union of the limb fields (so the two thighs
+    never web together).
+    """
     pts = np.asarray(points, np.float64)
-    field = np.full(len(pts), 1.0)
-    order = np.argsort(pts[:, 0], kind="stable")
-    xs = pts[order, 0]
-    for pr in prims:
-        lo, hi = pr.bounds()
-        m = pr.blend + 0.02
-        cand = order[np.searchsorted(xs, lo[0] - m) : np.searchsorted(xs, hi[0] + m)]
-        q = pts[cand, 1:]
-        near = cand[np.all((q > lo[1:] - m) & (q < hi[1:] + m), axis=1)]
-        if len(near):
-            field[near] = _smin(field[near], pr.distance(pts[near]), pr.blend)
+    core, limbs = _groups(prims)
+
+    def union(field: np.ndarray, idx: np.ndarray, group: list[Prim]) -> np.ndarray:
+        sub = pts[idx]
+        order = np.argsort(sub[:, 0], kind="stable")
+        xs = sub[order, 0]
+        for pr in group:
+            lo, hi = pr.bounds()
+            m = pr.blend + 0.02
+            cand = order[np.searchsorted(xs, lo[0] - m) : np.searchsorted(xs, hi[0] + m)]
+            q = sub[cand, 1:]
+            near = cand[np.all((q > lo[1:] - m) & (q < hi[1:] + m), axis=1)]
+            if len(near):
+                field[near] = _smin(field[near], pr.distance(sub[near]), pr.blend)
+        return field
+
+    everything = np.arange(len(pts))
+    base = union(np.full(len(pts), 1.0), everything, core)
+    field = base.copy()
+    for group in limbs:
+        lo, hi = _box(group, 0.02)
+        idx = everything[np.all((pts > lo) & (pts < hi), axis=1)]
+        field[idx] = np.minimum(field[idx], union(base[idx].copy(), idx, group))
     return np.maximum(field, FLOOR_Y - pts[:, 1])
 
 
 def _sdf_grid(prims: list[Prim], lo: np.ndarray, step: float, shape: tuple[int, int, int]) -> np.ndarray:
     """body_sdf on the grid lo + step * (i, j, k), evaluating each primitive only near itself."""
     axes = [lo[d] + step * np.arange(shape[d]) for d in range(3)]
-    field = np.full(shape, 1.0, dtype=np.float64)
-    for pr in prims:
-        plo, phi = pr.bounds()
-        m = pr.blend + 2 * step
+
+    def box(plo: np.ndarray, phi: np.ndarray, m: float) -> tuple[slice, ...]:
         i0 = np.maximum(np.floor((plo - m - lo) / step).astype(int), 0)
         i1 = np.minimum(np.ceil((phi + m - lo) / step).astype(int) + 1, shape)
-        sl = tuple(slice(a, b) for a, b in zip(i0, i1))
-        xs, ys, zs = (axes[d][sl[d]] for d in range(3))
-        pts = np.stack(np.broadcast_arrays(xs[:, None, None], ys[None, :, None], zs[None, None, :]), axis=-1)
-        field[sl] = _smin(field[sl], pr.distance(pts), pr.blend)
+        return tuple(slice(a, b) for a, b in zip(i0, i1))
+
+    def union(field: np.ndarray, origin: tuple[slice, ...], group: list[Prim]) -> None:
+        for pr in group:
+            plo, phi = pr.bounds()
+            sl = box(plo, phi, pr.blend + 2 * step)
+            sl = tuple(slice(max(a.start, o.start), min(a.stop, o.stop)) for a, o in zip(sl, origin))
+            xs, ys, zs = (axes[d][sl[d]] for d in range(3))
+            pts = np.stack(
+                np.broadcast_arrays(xs[:, None, None], ys[None, :, None], zs[None, None, :]), axis=-1
+            )
+            local = tuple(slice(a.start - o.start, a.stop - o.start) for a, o in zip(sl, origin))
+            field[local] = _smin(field[local], pr.distance(pts), pr.blend)
+
+    core, limbs = _groups(prims)
+    whole = tuple(slice(0, n) for n in shape)
+    base = np.full(shape, 1.0, dtype=np.float64)
+    union(base, whole, core)
+    field = base.copy()
+    for group in limbs:
+        sl = box(*_box(group, 2 * step), 0.0)
+        part = base[sl].copy()
+        union(part, sl, group)
+        field[sl] = np.minimum(field[sl], part)
     field = np.maximum(field, FLOOR_Y - axes[1][None, :, None])
     return field.astype(np.float32)
 
@@ -707,13 +752,31 @@ def build_mesh(
         split[np.argsort(-length, kind="stable")[:take]] = True
         verts, faces = _split_edges(verts, faces, split)
         verts[-take:] = _project(prims, verts[-take:])
-    # relax: tangential smoothing for evenly shaped triangles, kept on the surface
+    # relax: tangential smoothing for evenly shaped triangles, kept on the surface; a vertex
+    # whose move would tilt one of its triangles away from the surface normal stays put
     for _ in range(4):
         normals = _vertex_normals(verts, faces)
         step = _neighbour_mean(verts, faces, verts) - verts
         step -= np.sum(step * normals, axis=1, keepdims=True) * normals
-        verts = _project(prims, verts + 0.5 * step)
+        moved = _project(prims, verts + 0.5 * step, iters=3)
+        bad = faces[_misoriented(prims, moved, faces)]
+        keep = np.zeros(len(verts), bool)
+        keep[bad.ravel()] = True
+        verts = np.where(keep[:, None], verts, moved)
     return verts, faces.astype(np.int32)
+
+
+def _misoriented(prims: list[Prim], verts: np.ndarray, faces: np.ndarray, limit: float = 0.3) -> np.ndarray:
+    """(F,) faces whose normal is tilted far from the surface's outward normal (or flipped)."""
+    tri = verts[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+    c = tri.mean(axis=1)
+    eps = 1e-5
+    vals = body_sdf(prims, np.concatenate([c] + [c + eps * e for e in np.eye(3)]))
+    grad = (vals[len(c) :].reshape(3, -1) - vals[: len(c)]).T
+    grad /= np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-20)
+    return np.sum(n * grad, axis=1) < limit
 
 
 def _vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
