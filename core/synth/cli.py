@@ -52,7 +52,7 @@ def load_body_model(path: str | None):  # type: ignore[no-untyped-def]
         return BodyModel(path)
     from ..body.standin import ensure_standin
 
-    return BodyModel(ensure_standin(STANDIN_CACHE))
+    return BodyModel(ensure_standin(STANDIN_CACHE, genders=("neutral",)))
 
 
 def main(args: argparse.Namespace) -> int:

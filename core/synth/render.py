@@ -238,12 +238,12 @@ class Backdrop:
         hi = np.minimum(lo + 1, len(mips) - 1)
         frac = lvl - lo
         out = np.zeros((len(u), 3), np.float32)
-        for level in np.unique(np.concatenate([lo, hi])):
-            tex = mips[level]
-            s = tex.shape[0]
-            col = _remap(tex, (u / self.tile) * s - 0.5, (v / self.tile) * s - 0.5)
-            w = (lo == level) * (1 - frac) + (hi == level) * frac  # trilinear between two mip levels
-            out += w[:, None].astype(np.float32) * col
+        for level in range(int(lo.min()), int(hi.max()) + 1):
+            sel = np.nonzero((lo == level) | (hi == level))[0]
+            s = mips[level].shape[0]
+            col = _remap(mips[level], (u[sel] / self.tile) * s - 0.5, (v[sel] / self.tile) * s - 0.5)
+            w = (lo[sel] == level) * (1 - frac[sel]) + (hi[sel] == level) * frac[sel]  # trilinear
+            out[sel] += w[:, None].astype(np.float32) * col
         return out
 
     def render(

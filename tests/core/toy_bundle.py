@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import bundle as bd
+from core.synth.scene import look_at
 
 # Rough SMPL-X rest joint positions (m), pelvis at the origin, person facing +z, left = +x.
 _BODY = [
@@ -63,19 +64,6 @@ def make_person(
         weights=np.eye(bd.NUM_JOINTS, dtype=np.float32),
     )
     return bd.Person(id=pid, motion=motion, rig=rig)
-
-
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """OpenCV world_to_cam (4,4) of a camera at ``eye`` looking at ``target``, world +Y up."""
-    fwd = target - eye
-    fwd = fwd / np.linalg.norm(fwd)
-    right = np.cross(fwd, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    m = np.eye(4)
-    m[:3, :3] = np.stack([right, down, fwd])
-    m[:3, 3] = -m[:3, :3] @ eye
-    return m
 
 
 def make_bundle(people: int = 3, frames: int = 20, fps: float = 30.0) -> bd.Bundle:
