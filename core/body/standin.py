@@ -82,7 +82,7 @@ import numpy as np
 from .. import bundle
 from .model import GENDERS, STANDIN_KEY, model_filename
 
-GENERATOR_VERSION = 3  # bump whenever the generated arrays change
+GENERATOR_VERSION = 4  # bump whenever the generated arrays change
 VERSION_KEY = "troupe_standin_version"
 SEED_KEY = "troupe_standin_seed"
 NOTE_KEY = "troupe_standin_note"
@@ -1169,24 +1169,28 @@ def _surface_hits(
 
 
 def face_landmarks(verts: np.ndarray, faces: np.ndarray, sk: Skeleton) -> dict[str, np.ndarray]:
-    """SMPL-X's landmark arrays: 51 static face landmarks and the 17-point jaw contour per yaw."""
+    """SMPL-X's landmark arrays: 51 static face landmarks and the 17-point jaw contour per yaw.
+
+    The 51 follow the 68-point iBUG layout without its 17 contour points: brows (10), nose bridge
+    (4) and base (5), eyes (6 + 6), outer (12) and inner (8) lips; as seen from the front each
+    group runs from the subject's right (-x) to the left, the eyes and lips round their top
+    first. The contour runs from the right ear round the chin to the left ear.
+    """
     s, h, jt = sk.scale, sk.p.stature, sk.joints
 
     def y(frac: float) -> float:
         return FLOOR_Y + frac * h
 
     pts: list[tuple[float, float]] = []
-    for sx in (-1.0, 1.0):  # brows, subject's right (-x) first, each from outside in for the right
+    for sx in (-1.0, 1.0):  # brows, subject's right (-x) first, both in increasing x
         xs = [0.058, 0.048, 0.037, 0.027, 0.017]
         xs = xs if sx < 0 else xs[::-1]
-        pts += [(sx * xx, y(0.941) + 0.004 * s * np.sin(np.pi * (xx - 0.012) / 0.05)) for xx in xs]
+        pts += [(sx * xx * s, y(0.941) + 0.004 * s * np.sin(np.pi * (xx - 0.012) / 0.05)) for xx in xs]
     pts += [(0.0, y(0.934) - k * 0.007 * s) for k in range(4)]  # nose bridge to tip
     pts += [(xx * s, y(0.906)) for xx in (-0.016, -0.008, 0.0, 0.008, 0.016)]
-    for sx in (-1.0, 1.0):  # eyes: outer corner, top, inner corner, bottom (right eye first)
-        c = 0.033 * sx
-        ang = np.radians([180, 120, 60, 0, -60, -120]) if sx < 0 else np.radians([180, 120, 60, 0, -60, -120])
-        xs_ = c * s + sx * -0.013 * s * np.cos(ang) if sx < 0 else c * s - 0.013 * s * np.cos(ang)
-        pts += [(float(a), y(0.936) + 0.005 * s * np.sin(t)) for a, t in zip(xs_, ang)]
+    ang = np.radians([0, 60, 120, 180, 240, 300])
+    for sx in (-1.0, 1.0):  # eyes (right first), each from its -x corner along the top lid, back below
+        pts += [(0.033 * sx * s - 0.013 * s * np.cos(t), y(0.936) + 0.005 * s * np.sin(t)) for t in ang]
     for rx, ry, n in ((0.025, 0.009, 12), (0.018, 0.003, 8)):  # outer then inner lip, from the right corner
         ang = np.pi - 2 * np.pi * np.arange(n) / n
         pts += [(rx * s * np.cos(a), y(0.884) + ry * s * np.sin(a)) for a in ang]

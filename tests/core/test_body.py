@@ -381,6 +381,13 @@ def test_face_landmarks_sit_on_the_face(raw):
     brows, mouth = pts[:10], pts[31:]
     assert brows[:, 1].min() > mouth[:, 1].max() + 0.04
     assert pts[:5, 0].max() < 0 < pts[5:10, 0].min()  # subject's right brow first (-x)
+    for group in (slice(0, 10), slice(14, 19)):  # brows, nose base: from the subject's right to left
+        assert (np.diff(pts[group, 0]) > 0).all()
+    for eye in (pts[19:25], pts[25:31]):  # corner, top lid, corner, bottom lid (as seen from the front)
+        assert eye[0, 0] < eye[1, 0] < eye[2, 0] < eye[3, 0] and min(eye[1, 1], eye[2, 1]) > max(
+            eye[4, 1], eye[5, 1]
+        )
+    assert pts[31, 0] < 0 < pts[37, 0] and pts[34, 1] > pts[40, 1]  # lip corners; upper lip above lower
 
 
 # --------------------------------------------------------------------------------------
