@@ -74,6 +74,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -82,7 +83,7 @@ import numpy as np
 from .. import bundle
 from .model import GENDERS, STANDIN_KEY, model_filename
 
-GENERATOR_VERSION = 4  # bump whenever the generated arrays change
+GENERATOR_VERSION = 5  # bump whenever the generated arrays change
 VERSION_KEY = "troupe_standin_version"
 SEED_KEY = "troupe_standin_seed"
 NOTE_KEY = "troupe_standin_note"
@@ -166,6 +167,10 @@ class Skeleton:
     @property
     def scale(self) -> float:
         return self.p.stature / 1.70
+
+    def y(self, frac: float) -> float:
+        """Height ``frac`` of the stature above the floor, as a y coordinate."""
+        return FLOOR_Y + frac * self.p.stature
 
 
 def _mirror(v: np.ndarray) -> np.ndarray:
@@ -325,9 +330,7 @@ def primitives(sk: Skeleton) -> list[Prim]:
     h = p.stature
     g = p.girth
     prims: list[Prim] = []
-
-    def y(frac: float) -> float:
-        return FLOOR_Y + frac * h
+    y = sk.y
 
     limb = ""  # the limb group of the primitives being added ("arm", "leg"), "" = core
 
@@ -1046,13 +1049,11 @@ def shape_dirs(verts: np.ndarray, weights: np.ndarray, sk: Skeleton) -> np.ndarr
 def expression_dirs(verts: np.ndarray, weights: np.ndarray, sk: Skeleton) -> np.ndarray:
     """(V,3,10) expression components on the face (a few millimetres per unit)."""
     s, jt = sk.scale, sk.joints
-    h = sk.p.stature
     front = _soft_clamp01((verts[:, 2] - jt[J["head"], 2] - 0.03 * s) / (0.04 * s))
     front *= _soft_clamp01((verts[:, 1] - sk.points["chin"][1] + 0.02 * s) / (0.02 * s))  # not the neck
     face = weights[:, _joint_set(["head", "jaw"])].sum(axis=1) * front
 
-    def y(frac: float) -> float:
-        return FLOOR_Y + frac * h
+    y = sk.y
 
     def bump(cx: float, cy: float, sigma: float) -> np.ndarray:
         c = np.array([cx * s, cy, 0.09 * s])
@@ -1176,10 +1177,7 @@ def face_landmarks(verts: np.ndarray, faces: np.ndarray, sk: Skeleton) -> dict[s
     group runs from the subject's right (-x) to the left, the eyes and lips round their top
     first. The contour runs from the right ear round the chin to the left ear.
     """
-    s, h, jt = sk.scale, sk.p.stature, sk.joints
-
-    def y(frac: float) -> float:
-        return FLOOR_Y + frac * h
+    s, jt, y = sk.scale, sk.joints, sk.y
 
     pts: list[tuple[float, float]] = []
     for sx in (-1.0, 1.0):  # brows, subject's right (-x) first, both in increasing x
@@ -1259,7 +1257,7 @@ def generate(gender: str = "neutral", seed: int = 0) -> dict[str, np.ndarray]:
         VERSION_KEY: np.array(GENERATOR_VERSION),
         SEED_KEY: np.array(seed),
         NOTE_KEY: np.array(NOTE),
-        "gender": np.array(gender),
+        "troupe_standin_gender": np.array(gender),
     }
     return out
 
@@ -1296,7 +1294,7 @@ def is_current(path: str | os.PathLike[str], seed: int = 0) -> bool:
                 STANDIN_KEY in z.files and VERSION_KEY in z.files and SEED_KEY in z.files
                 and int(z[VERSION_KEY]) == GENERATOR_VERSION and int(z[SEED_KEY]) == seed
             )  # fmt: skip
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return False
 
 
