@@ -306,7 +306,7 @@ class _Setup:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGINT)
 
-    def call(self, argv: list[str], stage: str, on_line: Any = None) -> int:
+    def call(self, argv: list[str], on_line: Any = None) -> int:
         """Run a step, its output into the log; ``on_line(line)`` sees each line."""
         self.log.write(f"$ {shlex.join(argv)}\n")
         self.child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -360,7 +360,7 @@ class _Setup:
                 if self.env_dir.exists() and any(self.env_dir.iterdir()) and not (self.env_dir / "pyvenv.cfg").exists():
                     return self.fail(f"{self.env_dir} is not empty and not a Python environment: choose an empty folder")
                 self.progress("venv", 0.01, f"creating the environment {self.env_dir}")
-                if self.call([sys.executable, "-m", "venv", str(self.env_dir)], "venv") != 0 or not python.exists():
+                if self.call([sys.executable, "-m", "venv", str(self.env_dir)]) != 0 or not python.exists():
                     return self.fail(f"could not create a virtual environment in {self.env_dir} with {sys.executable}")
             self.install(python, reqs)
         elif not python.exists():
@@ -383,8 +383,10 @@ class _Setup:
         quiet = ["--disable-pip-version-check", "--no-input"]
         extra = shlex.split(self.args.pip_args or "", posix=os.name != "nt")
         # A pip that reports download progress as lines (24.1+) makes a live bar for the big wheels.
-        self.progress("install", 0.04, "updating pip")
-        self.call([*pip, "install", *quiet, "--upgrade", "--progress-bar", "off", "pip>=24.1", *extra], "install")
+        version = subprocess.run([*pip, "--version"], capture_output=True, text=True, check=False).stdout.split()
+        if len(version) < 2 or tuple(int(x) for x in re.findall(r"\d+", version[1])[:2]) < (24, 1):
+            self.progress("install", 0.04, "updating pip")
+            self.call([*pip, "install", *quiet, "--upgrade", "--progress-bar", "off", "pip>=24.1", *extra])
         n_req = max(len(reqs), 1)
         state: dict[str, Any] = {"collected": 0, "fraction": 0.05, "file": ""}
 
@@ -410,7 +412,7 @@ class _Setup:
             return True
 
         self.progress("install", 0.05, f"installing {len(reqs)} packages and their dependencies")
-        rc = self.call([*pip, "install", *quiet, "--progress-bar", "raw", "-r", str(req_file), *extra], "install", on_line)
+        rc = self.call([*pip, "install", *quiet, "--progress-bar", "raw", "-r", str(req_file), *extra], on_line)
         if rc != 0:
             tail = [ln for ln in _tail(self.log_path) if "ERROR" in ln or "error" in ln] or _tail(self.log_path)
             raise ValueError(f"pip could not install the packages (exit code {rc}): {tail[-1] if tail else ''}")

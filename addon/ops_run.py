@@ -186,11 +186,13 @@ def progress_text(job: runner.Job) -> str:
     """One line for the status bar and the console."""
     if job.status == runner.STARTING:
         return "Troupe: starting the worker..."
-    left = job.eta_s
     text = f"Troupe: {job.stage or 'starting'} {job.fraction * 100:.0f}%  ·  {runner.format_duration(job.elapsed_s)}"
+    left = job.eta_s
     if left is not None and job.status == runner.RUNNING:
         text += f"  ·  about {runner.format_duration(left)} left"
-    return text + ("  ·  cancelling..." if job.status == runner.CANCELLING else "")
+    if job.status == runner.CANCELLING:
+        return text + "  ·  cancelling..."
+    return text + (f"  ·  {job.message[:80]}" if job.message else "")
 
 
 def _redraw(context: Any) -> None:
