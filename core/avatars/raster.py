@@ -332,27 +332,29 @@ def _composite(means2d, conic, opac, col, z, gid, pid, width, height, n):  # typ
     dev, dt = means2d.device, means2d.dtype
     d_ch = col.shape[-1]
     npx = width * height
-    px = (pid % width).to(dt) + 0.5
-    py = torch.div(pid, width, rounding_mode="floor").to(dt) + 0.5
-    dx = means2d[gid, 0] - px
-    dy = means2d[gid, 1] - py
-    cg = conic[gid]
-    sigma = 0.5 * (cg[:, 0] * dx * dx + cg[:, 2] * dy * dy) + cg[:, 1] * dx * dy
-    alpha = torch.clamp_max(opac[gid] * torch.exp(-sigma), ALPHA_MAX)
+
+    def pair_alpha(gid: Tensor, pid: Tensor, m2d: Tensor, con: Tensor, op: Tensor) -> tuple[Tensor, Tensor]:
+        dx = m2d[gid, 0] - ((pid % width).to(dt) + 0.5)
+        dy = m2d[gid, 1] - (torch.div(pid, width, rounding_mode="floor").to(dt) + 0.5)
+        cg = con[gid]
+        sigma = 0.5 * (cg[:, 0] * dx * dx + cg[:, 2] * dy * dy) + cg[:, 1] * dx * dy
+        return sigma, torch.clamp_max(op[gid] * torch.exp(-sigma), ALPHA_MAX)
+
     with torch.no_grad():
+        sigma, alpha = pair_alpha(gid, pid, means2d.detach(), conic.detach(), opac.detach())
         keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-        # Front to back: sort by pixel, then by depth (stable, ties in Gaussian order).
+        gid, pid = gid[keep], pid[keep]
+        # Front to back: sort by pixel, then by depth (ties in Gaussian order).
         depth_rank = torch.empty(n, dtype=torch.long, device=dev)
         depth_rank[torch.sort(z.detach(), stable=True).indices] = torch.arange(n, device=dev)
-        key = torch.where(keep, pid, npx).long() * n + depth_rank[gid]
-        order = torch.sort(key, stable=True).indices
-        order = order[keep[order]]
-    gid, pid, alpha = gid[order], pid[order], alpha[order]
-    m = len(order)
+        order = torch.argsort(pid.long() * n + depth_rank[gid])
+        gid, pid = gid[order], pid[order]
+    m = len(gid)
     if m == 0:  # nothing drawn: empty images (still part of the graph, with zero gradients)
         zero = 0.0 * (means2d.sum() + opac.sum() + col.sum())
         return (zero.expand(height, width, d_ch).clone(), zero.expand(height, width, 1).clone(),
                 zero.expand(height, width, 1).clone())  # fmt: skip
+    _, alpha = pair_alpha(gid, pid, means2d, conic, opac)
     # Transmittance before each pair: exp of the exclusive per-pixel cumsum of log(1 - alpha),
     # in float64 so a long cumsum keeps its precision.
     logt = torch.log1p(-alpha.double())
