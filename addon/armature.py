@@ -37,21 +37,21 @@ def create_armature(
     Returns:
         the object and (J,3,3) rest rotations read back from Blender (``Bone.matrix_local``).
     """
-    context = context or bpy.context
+    ctx: Any = context or bpy.context
     tails, z_axis, connected = rig.bone_layout(heads, parents, names)
     data = bpy.data.armatures.new(name)
     data.display_type = "OCTAHEDRAL"
     obj = bpy.data.objects.new(name, data)
     obj.show_in_front = True
     collection.objects.link(obj)
-    view_layer = context.view_layer
+    view_layer = ctx.view_layer
     previous = view_layer.objects.active
-    _ensure_object_mode(context)
+    _ensure_object_mode(ctx)
     view_layer.objects.active = obj
     bpy.ops.object.mode_set(mode="EDIT")
     try:
         edit_bones = data.edit_bones
-        bones = []
+        bones: list[Any] = []
         for j, bone_name in enumerate(names):
             eb = edit_bones.new(bone_name)
             eb.head = heads[j].tolist()
@@ -64,7 +64,8 @@ def create_armature(
     finally:
         bpy.ops.object.mode_set(mode="OBJECT")
         view_layer.objects.active = previous
-    for pb in obj.pose.bones:
+    pose: Any = obj.pose
+    for pb in pose.bones:
         pb.rotation_mode = "QUATERNION"
     return obj, rest_rotations(obj, names)
 
@@ -99,7 +100,8 @@ def key_pose(
                     key_types=key_types)  # fmt: skip
     if visibility is not None:
         obj[VISIBILITY_PROP] = 1.0
-        ui: Any = obj.id_properties_ui(VISIBILITY_PROP)
+        owner: Any = obj
+        ui = owner.id_properties_ui(VISIBILITY_PROP)
         ui.update(min=0.0, max=1.0, description="Troupe: how much of the person is seen in this frame (0 = not seen)")
         vis = np.asarray(visibility, np.float64)
         anim.key_vector(factory, f'["{VISIBILITY_PROP}"]', frames, vis[:, None], "Troupe", "CONSTANT")

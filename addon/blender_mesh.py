@@ -29,7 +29,8 @@ def new_mesh(name: str, vertices: np.ndarray, faces: np.ndarray | None = None) -
 def set_point_attribute(mesh: bpy.types.Mesh, name: str, values: np.ndarray, data_type: str) -> None:
     """A point-domain attribute from an array: FLOAT (N,), INT (N,), FLOAT_VECTOR (N,3),
     FLOAT_COLOR (N,4)."""
-    attr: Any = mesh.attributes.new(name, data_type, "POINT")
+    attributes: Any = mesh.attributes
+    attr = attributes.new(name, data_type, "POINT")
     key = {"FLOAT": "value", "INT": "value", "FLOAT_VECTOR": "vector", "FLOAT_COLOR": "color"}[data_type]
     dtype = np.int32 if data_type == "INT" else np.float32
     attr.data.foreach_set(key, np.ascontiguousarray(values, dtype).ravel())

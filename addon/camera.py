@@ -36,7 +36,7 @@ def create_camera(
     """
     width, height = cam.image_size
     intr = intrinsics_to_blender(cam.K, width, height)
-    data = bpy.data.cameras.new(name)
+    data: Any = bpy.data.cameras.new(name)
     data.sensor_fit = intr.sensor_fit
     data.sensor_width = intr.sensor_mm
     data.sensor_height = intr.sensor_mm

@@ -38,7 +38,7 @@ class FCurveFactory:
         return fcurve
 
 
-def new_action(owner: bpy.types.ID, name: str) -> FCurveFactory:
+def new_action(owner: Any, name: str) -> FCurveFactory:
     """A new action assigned to ``owner`` (an object), and the factory for its F-curves."""
     action = bpy.data.actions.new(name)
     anim = owner.animation_data or owner.animation_data_create()
@@ -56,7 +56,7 @@ def new_action(owner: bpy.types.ID, name: str) -> FCurveFactory:
     return FCurveFactory(action, channelbag.fcurves, channelbag)
 
 
-def fcurves_of(owner: bpy.types.ID) -> list[bpy.types.FCurve]:
+def fcurves_of(owner: Any) -> list[bpy.types.FCurve]:
     """The F-curves animating ``owner`` through its assigned action (empty if none)."""
     anim = owner.animation_data
     if anim is None or anim.action is None:

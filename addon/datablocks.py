@@ -44,7 +44,7 @@ class Created:
         """Tag every datablock created since this object was made (and not yet tagged)."""
         for attr in _COLLECTIONS:
             for d in getattr(bpy.data, attr, ()):
-                if d.session_uid not in self._before and d.get(TAG) != self.import_id:
+                if d.session_uid not in self._before and _prop(d) != self.import_id:
                     self.add(d)
 
     def remove_all(self) -> None:
@@ -57,6 +57,11 @@ class Created:
             for d in [d for d in coll if d.session_uid not in self._before]:
                 coll.remove(d)
         self.ids.clear()
+
+
+def _prop(datablock: Any, key: str = TAG) -> Any:
+    """An ID property of a datablock (None where unset)."""
+    return datablock.get(key)
 
 
 def _session_uids() -> set[int]:
@@ -81,12 +86,12 @@ def remove_tagged(import_id: str) -> int:
 
 def imports_of_bundle(path: str) -> list[bpy.types.Collection]:
     """Top collections of earlier imports of the bundle folder ``path``."""
-    return [c for c in bpy.data.collections if c.get(BUNDLE_KEY) == path and c.get(TAG)]
+    return [c for c in bpy.data.collections if _prop(c, BUNDLE_KEY) == path and _prop(c, TAG)]
 
 
 def all_datablocks() -> set[tuple[str, str]]:
     """(collection, name) of every datablock an import could create (for orphan checks)."""
-    out = set()
+    out: set[tuple[str, str]] = set()
     for attr in _COLLECTIONS:
         coll = getattr(bpy.data, attr, None)
         if coll is not None:

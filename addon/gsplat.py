@@ -54,7 +54,8 @@ DEFAULT_SIZE = 3.0
 
 def _joint_group() -> bpy.types.NodeTree:
     """Weighted contribution of one joint to a splat's position and axes."""
-    tree = bpy.data.node_groups.new(JOINT_GROUP, "GeometryNodeTree")
+    groups: Any = bpy.data.node_groups
+    tree = groups.new(JOINT_GROUP, "GeometryNodeTree")
     iface: Any = tree.interface
     for name, kind in (("Frames", "Geometry"), ("Joint", "Int"), ("Weight", "Float"), ("Position", "Vector"),
                        ("Axis X", "Vector"), ("Axis Y", "Vector")):  # fmt: skip
@@ -342,7 +343,8 @@ def import_3dgs_ply(
     points = splat_points(splats, UP_AXES[up_axis])
     created = Created()
     try:
-        target = collection or bpy.context.scene.collection
+        context: Any = bpy.context
+        target = collection or context.scene.collection
         setup = SplatSetup(created)
         if display_points is None:
             display_points = points.count > points_threshold

@@ -195,8 +195,8 @@ def import_motion(
     from .datablocks import Created
     from .importer import ImportResult, ImportSettings, create_person
 
-    context = context or bpy.context
-    scene = context.scene
+    ctx: Any = context or bpy.context
+    scene = ctx.scene
     path = Path(path)
     m = read_motion(path)
     model = load_body_model(body_model, m.gender)
@@ -210,7 +210,7 @@ def import_motion(
         result = ImportResult(collection=top)
         frames = frame_offset + np.arange(person.motion.num_frames, dtype=np.float64)
         settings = ImportSettings(mesh=mesh, splats=False)
-        result.people[person.id] = create_person(person, 0, frames, top, context, settings, None, axes.Y_UP, world_conv)
+        result.people[person.id] = create_person(person, 0, frames, top, ctx, settings, None, axes.Y_UP, world_conv)
         scene.frame_start = frame_offset
         scene.frame_end = int(frames[-1])
         created.tag_new()
@@ -257,16 +257,16 @@ def export_person(armature: bpy.types.Object, path: str | Path, fmt: str = "FBX"
     """
     import mathutils
 
-    context = context or bpy.context
+    ctx: Any = context or bpy.context
     if armature.type != "ARMATURE":
         raise ValueError(f"{armature.name} is not an armature")
     if fmt not in ("FBX", "BVH"):
         raise ValueError(f"format must be FBX or BVH, not {fmt!r}")
     out = Path(path).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    scene = context.scene
+    scene = ctx.scene
     start, end = _frame_range(armature, scene)
-    view_layer = context.view_layer
+    view_layer = ctx.view_layer
     if view_layer.objects.active is not None and view_layer.objects.active.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
     previous_active = view_layer.objects.active
@@ -277,7 +277,7 @@ def export_person(armature: bpy.types.Object, path: str | Path, fmt: str = "FBX"
         scene.frame_start, scene.frame_end = start, end
         if fmt == "FBX":
             meshes = [c for c in armature.children if c.type == "MESH" and any(m.type == "ARMATURE" for m in c.modifiers)]
-            _select_only(context, [armature, *meshes], armature)
+            _select_only(ctx, [armature, *meshes], armature)
             bpy.ops.export_scene.fbx(
                 filepath=str(out), use_selection=True, object_types={"ARMATURE", "MESH"}, add_leaf_bones=False,
                 bake_anim=True, bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
@@ -285,19 +285,20 @@ def export_person(armature: bpy.types.Object, path: str | Path, fmt: str = "FBX"
             )  # fmt: skip
         else:
             temp = armature.copy()
-            temp.data = armature.data.copy()
-            to_y_up = mathutils.Matrix(np.linalg.inv(axes.Y_UP.matrix4).tolist())
-            temp.data.transform(to_y_up)  # type: ignore[union-attr]
+            source: Any = armature.data
+            data = source.copy()
+            temp.data = data
+            data.transform(mathutils.Matrix(np.linalg.inv(axes.Y_UP.matrix4).tolist()))
             temp.matrix_world = mathutils.Matrix.Identity(4)
             scene.collection.objects.link(temp)
-            _select_only(context, [temp], temp)
+            _select_only(ctx, [temp], temp)
             bpy.ops.export_anim.bvh(filepath=str(out), frame_start=start, frame_end=end, root_transform_only=False)
     finally:
         if temp is not None:
-            data = temp.data
+            temp_data: Any = temp.data
             bpy.data.objects.remove(temp)
-            bpy.data.armatures.remove(data)  # type: ignore[arg-type]
+            bpy.data.armatures.remove(temp_data)
         scene.frame_start, scene.frame_end = saved_range
         if previous_active is not None:
-            _select_only(context, previous, previous_active)
+            _select_only(ctx, previous, previous_active)
     return out

@@ -31,8 +31,8 @@ class TreeBuilder:
 
     def node(self, type_name: str, inputs: dict[str | int, Any] | None = None, **props: Any) -> Any:
         node = self.tree.nodes.new(type_name)
-        for key, value in props.items():
-            setattr(node, key, value)
+        for prop, setting in props.items():
+            setattr(node, prop, setting)
         node.location = (self._x, 0.0)
         self._x += 200.0
         for key, value in (inputs or {}).items():
@@ -80,7 +80,8 @@ class TreeBuilder:
 
 def new_geometry_group(name: str) -> tuple[bpy.types.NodeTree, TreeBuilder, Any, Any]:
     """A geometry node group with a Geometry input and output; returns (tree, builder, in, out)."""
-    tree = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    groups: Any = bpy.data.node_groups
+    tree = groups.new(name, "GeometryNodeTree")
     iface: Any = tree.interface
     iface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")

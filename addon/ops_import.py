@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
@@ -15,14 +15,17 @@ from . import gsplat, interchange
 from .importer import PERSON_KEY, ImportSettings, import_bundle
 
 
-def _report_problems(op: Any, exc: Exception) -> set[str]:
+Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]  # of an operator
+
+
+def _report_problems(op: Any, exc: Exception) -> Result:
     problems = getattr(exc, "problems", None) or [str(exc)]
     for line in problems:
         op.report({"ERROR"}, line)
     return {"CANCELLED"}
 
 
-class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):
+class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
     """Import a Troupe result bundle: a rigged armature, body mesh and splats per person, and the camera"""
 
     bl_idname = "import_scene.troupe_bundle"
@@ -30,6 +33,7 @@ class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO", "PRESET"}
 
     filename_ext = ".json"
+    filepath: StringProperty(name="File Path", subtype="FILE_PATH", maxlen=1024)  # type: ignore[valid-type]
     filter_glob: StringProperty(default="bundle.json", options={"HIDDEN"})  # type: ignore[valid-type]
     people: StringProperty(  # type: ignore[valid-type]
         name="People", default="", description="Person ids to import, separated by commas (empty: everyone)"
@@ -58,7 +62,7 @@ class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):
             frame_offset=self.frame_offset, replace=self.replace == "REPLACE", scene_settings=self.scene_settings,
         )  # fmt: skip
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> Result:
         if context.view_layer.objects.active is not None and context.view_layer.objects.active.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         try:
@@ -71,7 +75,7 @@ class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class TROUPE_OT_import_3dgs_ply(bpy.types.Operator, ImportHelper):
+class TROUPE_OT_import_3dgs_ply(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
     """Import a 3D Gaussian Splatting PLY (any trainer's) as ellipsoids with colour and opacity"""
 
     bl_idname = "import_scene.troupe_3dgs_ply"
@@ -79,6 +83,7 @@ class TROUPE_OT_import_3dgs_ply(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".ply"
+    filepath: StringProperty(name="File Path", subtype="FILE_PATH", maxlen=1024)  # type: ignore[valid-type]
     filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})  # type: ignore[valid-type]
     up_axis: EnumProperty(  # type: ignore[valid-type]
         name="Up Axis",
@@ -93,7 +98,7 @@ class TROUPE_OT_import_3dgs_ply(bpy.types.Operator, ImportHelper):
         default="AUTO",
     )
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> Result:
         display = None if self.points == "AUTO" else self.points == "POINTS"
         try:
             obj = gsplat.import_3dgs_ply(self.filepath, self.up_axis, context.collection, display)
@@ -103,7 +108,7 @@ class TROUPE_OT_import_3dgs_ply(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class TROUPE_OT_import_smplx_motion(bpy.types.Operator, ImportHelper):
+class TROUPE_OT_import_smplx_motion(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
     """Import an SMPL-X motion file (AMASS layout: poses, trans, betas, gender, mocap_frame_rate)"""
 
     bl_idname = "import_anim.troupe_smplx_motion"
@@ -111,6 +116,7 @@ class TROUPE_OT_import_smplx_motion(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".npz"
+    filepath: StringProperty(name="File Path", subtype="FILE_PATH", maxlen=1024)  # type: ignore[valid-type]
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})  # type: ignore[valid-type]
     body_model: StringProperty(  # type: ignore[valid-type]
         name="Body Model", subtype="FILE_PATH", default="",
@@ -125,7 +131,7 @@ class TROUPE_OT_import_smplx_motion(bpy.types.Operator, ImportHelper):
     fps: FloatProperty(name="Frame Rate", default=0.0, min=0.0, description="Resample to this rate (0: the scene's)")  # type: ignore[valid-type]
     mesh: BoolProperty(name="Body Mesh", default=True)  # type: ignore[valid-type]
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> Result:
         model = self.body_model or _preferred_body_model(context)
         if not model:
             self.report({"ERROR"}, "Choose your SMPL-X body model file (SMPLX_NEUTRAL.npz) in the options")
@@ -146,13 +152,14 @@ def _preferred_body_model(context: Any) -> str:
     return str(getattr(prefs, "body_model_dir", "") or "")
 
 
-class TROUPE_OT_export_person(bpy.types.Operator, ExportHelper):
+class TROUPE_OT_export_person(bpy.types.Operator, ExportHelper):  # type: ignore[misc]
     """Export the active Troupe armature (and its body mesh) as FBX or BVH for retargeting"""
 
     bl_idname = "export_anim.troupe_person"
     bl_label = "Export Troupe Person"
 
     filename_ext = ".fbx"
+    filepath: StringProperty(name="File Path", subtype="FILE_PATH", maxlen=1024)  # type: ignore[valid-type]
     filter_glob: StringProperty(default="*.fbx;*.bvh", options={"HIDDEN"})  # type: ignore[valid-type]
     format: EnumProperty(  # type: ignore[valid-type]
         name="Format",
@@ -166,11 +173,11 @@ class TROUPE_OT_export_person(bpy.types.Operator, ExportHelper):
         obj = context.active_object
         return obj is not None and obj.type == "ARMATURE" and PERSON_KEY in obj
 
-    def check(self, context: Any) -> bool:
+    def check(self, context: Any) -> bool:  # type: ignore[override]
         self.filename_ext = "." + self.format.lower()
         return super().check(context)
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> Result:
         path = Path(self.filepath).with_suffix("." + self.format.lower())
         interchange.export_person(context.active_object, path, self.format, context)
         self.report({"INFO"}, f"Exported {path.name}")

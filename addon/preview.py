@@ -14,7 +14,7 @@ PREVIEW_LIGHT = "Troupe preview sun"
 def ensure_lighting(scene: Any) -> None:
     """A soft sun and a grey world where the scene has no light of its own (kept in the file)."""
     if not any(o.type == "LIGHT" for o in scene.objects):
-        light = bpy.data.lights.new(PREVIEW_LIGHT, "SUN")
+        light: Any = bpy.data.lights.new(PREVIEW_LIGHT, "SUN")
         light.energy = 3.0
         light.angle = 0.35  # soft shadows
         obj = bpy.data.objects.new(PREVIEW_LIGHT, light)
@@ -44,7 +44,8 @@ def render_preview(
     Scales the scene resolution down to at most ``max_width`` pixels wide (keeping its aspect),
     few samples with denoising where this Blender has it; ``threads`` 0 = all cores.
     """
-    scene = scene or bpy.context.scene
+    context: Any = bpy.context
+    scene = scene or context.scene
     if scene.camera is None:
         raise RuntimeError("render_preview: the scene has no camera (import the bundle with its camera)")
     if frame is not None:
