@@ -14,7 +14,6 @@ from ..core import bundle
 from . import gsplat, interchange
 from .importer import PERSON_KEY, ImportSettings, import_bundle
 
-
 Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]  # of an operator
 
 
