@@ -5,7 +5,9 @@ Nothing else in the add-on checks ``bpy.app.version``. Differences handled here:
     - animation: 4.2 keeps F-curves on ``Action.fcurves``; 4.4 introduced layered actions
       (slots, layers, strips, channelbags) and 5.0 removed ``Action.fcurves``;
     - the EEVEE engine id: ``BLENDER_EEVEE_NEXT`` in 4.2 - 4.x, ``BLENDER_EEVEE`` again in 5.0;
-    - material transparency: ``surface_render_method`` (4.2+) replaces ``blend_method``.
+    - material transparency: ``surface_render_method`` (4.2+) replaces ``blend_method``;
+    - path properties accept a blend-relative ``//`` only with ``PATH_SUPPORTS_BLEND_RELATIVE``
+      (an option 4.5 added; older versions accept ``//`` without it and reject the option).
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from typing import Any
 import bpy
 
 LAYERED_ACTIONS = hasattr(bpy.types, "ActionSlot")
+
+
+def _blend_relative_paths() -> set[str]:
+    try:
+        bpy.props.StringProperty(subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"})  # type: ignore[arg-type]
+    except TypeError:
+        return set()
+    return {"PATH_SUPPORTS_BLEND_RELATIVE"}
+
+
+BLEND_RELATIVE_PATH: set[str] = _blend_relative_paths()  # options= of a path property that may start with //
 
 
 class FCurveFactory:

@@ -70,9 +70,11 @@ def job_spec(context: Any, scene: Any, python: str = "") -> runner.JobSpec:
     video = video_of(scene)
     if not video:
         raise ValueError("choose a video file (or a movie clip) in the Troupe panel first")
-    out = bpy.path.abspath(st.output_dir or "//troupe/")
-    if out.startswith("//") or not out:  # an unsaved .blend has no folder of its own
-        out = str(Path(video).parent / "troupe")
+    raw = st.output_dir or "//troupe/"
+    if raw.startswith("//") and not bpy.data.filepath:  # an unsaved .blend has no folder of its own
+        out = Path(video).parent / (raw[2:] or "troupe")
+    else:
+        out = Path(bpy.path.abspath(raw)).expanduser().absolute()
     pref = prefs.get(context)
     try:
         extra = tuple(runner.split_args(st.extra_args))

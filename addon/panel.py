@@ -16,6 +16,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import runner
+from .compat import BLEND_RELATIVE_PATH
 
 # Job states saved in the scene (scene.troupe.job_status).
 JOB_STATES = (
@@ -48,7 +49,8 @@ class TroupeSceneSettings(bpy.types.PropertyGroup):
                ("CLIP", "Movie Clip", "The scene's active movie clip")),  # fmt: skip
         default="FILE",
     )
-    video_path: StringProperty(name="Video File", subtype="FILE_PATH", description="Video to reconstruct")  # type: ignore[valid-type]
+    video_path: StringProperty(name="Video File", subtype="FILE_PATH", options=BLEND_RELATIVE_PATH,  # type: ignore[valid-type]
+                               description="Video to reconstruct")  # fmt: skip
     frame_start: IntProperty(name="Start", default=0, min=0, description="First frame of the video to use (0-based)")  # type: ignore[valid-type]
     frame_end: IntProperty(name="End", default=0, min=0, description="One past the last frame to use; 0 = to the end")  # type: ignore[valid-type]
     frame_step: IntProperty(name="Step", default=1, min=1, max=100, description="Use every n-th frame")  # type: ignore[valid-type]
@@ -60,7 +62,7 @@ class TroupeSceneSettings(bpy.types.PropertyGroup):
         default="standard",
     )
     output_dir: StringProperty(  # type: ignore[valid-type]
-        name="Output Folder", subtype="DIR_PATH", default="//troupe/",
+        name="Output Folder", subtype="DIR_PATH", default="//troupe/", options=BLEND_RELATIVE_PATH,
         description="Job folders are made here, one per video; running again on the same video resumes",
     )  # fmt: skip
     extra_args: StringProperty(  # type: ignore[valid-type]

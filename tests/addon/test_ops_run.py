@@ -150,6 +150,15 @@ def test_a_second_run_waits_for_the_first(ext, scene, bundle_src, monkeypatch):
     assert scene.troupe.job_queued == 0
 
 
+def test_job_folder_is_per_video_and_beside_it_while_the_file_is_unsaved(ext, scene):
+    ops = ext.addon.ops_run
+    video = Path(scene.troupe.video_path)
+    assert Path(ops.job_spec(bpy.context, scene).job_dir) == Path(scene.troupe.output_dir) / "clip é"
+    scene.troupe.output_dir = "//troupe/"
+    assert bpy.data.filepath == ""
+    assert Path(ops.job_spec(bpy.context, scene).job_dir) == video.parent / "troupe" / "clip é"
+
+
 def test_missing_environment_is_reported_without_starting(ext, prefs, scene):
     saved = prefs.python_path
     prefs.python_path = str(Path(scene.troupe.output_dir) / "no env" / "python")
