@@ -95,19 +95,23 @@ def main() -> int:
     for name, kw in CASES[:1] if args.quick else CASES:
         cfg = SynthConfig(seed=args.seed, **kw)
         with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = generate(cfg, Path(tmp) / "scene", model)
-            total = time.perf_counter() - t0
+            total, cpu = time.perf_counter() - t0, time.process_time() - c0
             if args.sheet and not rows:
                 contact_sheet(res.out, Path(args.sheet))
         rows.append({"case": name, **{k: v for k, v in kw.items() if k != "size"}, "size": list(kw["size"]),
-                     "seconds": total, "per_frame": total / cfg.frames, "phases": res.seconds})  # fmt: skip
+                     "seconds": total, "cpu_seconds": cpu, "per_frame": total / cfg.frames, "phases": res.seconds})  # fmt: skip
     ref = rows[0]["seconds"]
     print(f"body model load {load_s:.1f} s (not included below)")
-    print(f"{'case':<34} {'total s':>8} {'s/frame':>8} {'vs ref':>7}   plan  bodies  render  write")
+    print("wall-clock seconds (CPU seconds of this process in brackets: larger with BLAS threads,")
+    print("smaller than wall when other work shares the machine)")
+    print(
+        f"{'case':<34} {'total s':>8} {'(cpu s)':>8} {'s/frame':>8} {'vs ref':>7}   plan  bodies  render  write"
+    )
     for r in rows:
         p = r["phases"]
-        print(f"{r['case']:<34} {r['seconds']:8.1f} {r['per_frame']:8.3f} {r['seconds'] / ref:7.2f}  "
+        print(f"{r['case']:<34} {r['seconds']:8.1f} {r['cpu_seconds']:8.1f} {r['per_frame']:8.3f} {r['seconds'] / ref:7.2f}  "
               f"{p['plan']:5.1f} {p['body']:7.1f} {p['render']:7.1f} {p['write']:6.1f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"load_seconds": load_s, "cases": rows}, indent=2) + "\n")

@@ -109,19 +109,22 @@ def jitter(joints: np.ndarray, frames: np.ndarray, dt: float) -> float:
 
 
 def foot_sliding(joints: np.ndarray, frames: np.ndarray, min_step: int) -> float:
-    """Mean horizontal (x, z) displacement of the foot joints between consecutive frames while
-    in ground contact, in mm per frame.
+    """Mean horizontal (x, z) displacement of the foot joints per step while in ground contact,
+    in mm per step.
 
-    A foot joint is in contact over a step when its height is within ``CONTACT_HEIGHT`` of its
-    lowest height over the sequence at both ends. Only steps of ``min_step`` source frames count.
-    NaN when there is no contact.
+    A foot joint is low in a frame when its height is within ``CONTACT_HEIGHT`` of its lowest
+    height over the sequence. A step t -> t+1 is in contact when the joint is low in frames
+    t-1 .. t+2 (the sequence's first and last frames repeat at its ends), so the lift-off and
+    touch-down steps of a walking foot do not count. Only steps of ``min_step`` source frames
+    count. NaN when there is no contact.
     """
     if len(frames) < 2:
         return math.nan
     feet = joints[:, FOOT_JOINTS]  # [T, 4, 3]
     low = feet[..., 1] <= feet[..., 1].min(axis=0) + CONTACT_HEIGHT  # [T, 4]
-    consecutive = (np.diff(frames) == min_step)[:, None]
-    contact = low[1:] & low[:-1] & consecutive
+    padded = np.concatenate([low[:1], low, low[-1:]])  # [T+2, 4]
+    contact = padded[:-3] & padded[1:-2] & padded[2:-1] & padded[3:]  # steps t -> t+1, [T-1, 4]
+    contact &= (np.diff(frames) == min_step)[:, None]
     if not contact.any():
         return math.nan
     disp = np.linalg.norm((feet[1:] - feet[:-1])[..., [0, 2]], axis=-1)

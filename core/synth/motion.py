@@ -187,7 +187,6 @@ def simulate_path(plan: PathPlan, t: np.ndarray, face_point) -> Path2D:  # type:
     accel = 1.6  # m/s^2
     out_pos = np.zeros((len(t), 2))
     out_head = np.zeros(len(t))
-    out_speed = np.zeros(len(t))
     out_wave = np.zeros(len(t))
     wave = 0.0
 
@@ -246,7 +245,7 @@ def simulate_path(plan: PathPlan, t: np.ndarray, face_point) -> Path2D:  # type:
             speed = 0.0
         rate = TURN_RATE_WALK if state == "walk" else TURN_RATE_STAND
         heading += float(np.clip(_wrap(target_heading - heading), -rate * dt, rate * dt))
-        out_pos[i], out_head[i], out_speed[i], out_wave[i] = pos, heading, speed, wave
+        out_pos[i], out_head[i], out_wave[i] = pos, heading, wave
     # round the corners of the polyline and the starts/stops (0.15 s), keep heading smooth
     sigma = 0.15 / dt
     pos_s = gaussian_filter1d(out_pos, sigma, axis=0, mode="nearest")
@@ -358,8 +357,8 @@ def gait(
     J = geo.joints
     dt_f = float(path.t[1] - path.t[0])
     # gait phase on the fine grid, then at the frames
-    phase_f = phase0 + np.concatenate([[0.0], np.cumsum(cycle_rate(path.speed[:-1]) * dt_f)])
-    phase_f -= np.interp(0.0, path.t, phase_f) - phase0
+    phase_f = np.concatenate([[0.0], np.cumsum(cycle_rate(path.speed[:-1]) * dt_f)])
+    phase_f += phase0 - np.interp(0.0, path.t, phase_f)  # phase0 at t = 0
     turn_f = np.abs(np.gradient(path.heading, dt_f))
     amp_f = gaussian_filter1d(np.clip(np.maximum(path.speed / 0.8, turn_f / 1.5), 0.0, 1.0), 0.1 / dt_f)
     phase = np.interp(times, path.t, phase_f)

@@ -188,7 +188,7 @@ def _waypoints(rng: np.random.Generator, behaviour: str, radius: float, length: 
 def _behaviours(n: int, rng: np.random.Generator) -> list[str]:
     """At least one crossing person (and one pausing from three people on), the rest at random."""
     base = ["cross"] + (["pause"] if n >= 3 else [])
-    out = base + [str(rng.choice(BEHAVIOURS)) for _ in range(n - len(base))]
+    out = base + [str(rng.choice(BEHAVIOURS, p=(0.35, 0.4, 0.25))) for _ in range(n - len(base))]
     return [out[i] for i in rng.permutation(n)]
 
 
