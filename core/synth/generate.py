@@ -87,15 +87,14 @@ def keypoint_tolerance(rest: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return tol
 
 
-def _posed(
-    model, specs: list[PersonSpec], times: np.ndarray, chunk: int = 120
-) -> tuple[list[np.ndarray], ...]:  # type: ignore[no-untyped-def]
+def _posed(  # type: ignore[no-untyped-def]
+    model, specs: list[PersonSpec], rests: list, times: np.ndarray, chunk: int = 120
+) -> tuple[list[np.ndarray], ...]:
     """Poses, translations, vertices [T, V, 3] and joints [T, 55, 3] of every person."""
     import torch
 
     poses_all, trans_all, verts_all, joints_all = [], [], [], []
-    for spec in specs:
-        rest = model.rest(spec.betas)
+    for spec, rest in zip(specs, rests):
         geo = mo.BodyGeometry.measure(rest.vertices, rest.joints, model.weights)
         assert spec.path is not None
         poses, trans = mo.gait(geo, spec.path, times, spec.plan.phase0, spec.style)
@@ -132,7 +131,8 @@ def generate(
     progress(0.05, "posing bodies")
 
     t0 = time.perf_counter()
-    poses, trans, verts, joints = _posed(model, specs, times)
+    rests = [model.rest(s.betas) for s in specs]  # each person's shaped rest body
+    poses, trans, verts, joints = _posed(model, specs, rests, times)
     faces = model.faces.astype(np.int64)
     # the stand-in and SMPL-X are outward-oriented; check, since culling relies on it
     rest0 = model.rest(np.zeros(model.num_betas)).vertices
@@ -141,8 +141,7 @@ def generate(
         faces = faces[:, ::-1].copy()
     incidence = rd.face_incidence(faces, model.num_vertices)
     albedo, tolerance = [], []
-    for s in specs:
-        rest = model.rest(s.betas)
+    for s, rest in zip(specs, rests):
         albedo.append(vertex_albedo(rest.vertices, rest.joints, model.weights, s.palette))
         tolerance.append(keypoint_tolerance(rest.vertices, rest.joints))
     kp3d = np.stack([kp.coco17_from_smplx(v, j) for v, j in zip(verts, joints)])  # [N, T, 17, 3]
