@@ -7,17 +7,20 @@ part and a simple Lambert term, over a static textured background. The result ha
 the avatar stage's inputs: frames (T,H,W,3) uint8, labels (T,H,W) uint8 (0 = background,
 i+1 = person i) and a motion bundle (camera + people with motion and rig).
 
-For larger scenes with the SMPL-X stand-in, use ``python -m core synth`` (``core.synth``).
+For larger scenes with the SMPL-X stand-in, use ``python -m core synth`` (``core.synth``);
+``load_synth(DIR)`` reads one in the same form.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .. import bundle
+from .outputs import look_at
 
 # Rest joint positions of the main body joints (metres; +Y up, body faces +Z, left = +X).
 _BODY = {
@@ -119,25 +122,12 @@ def walk_motion(frames: int, phase: float, x0: float, z0: float, speed: float, f
     )
 
 
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """world_to_cam (4,4) of an OpenCV camera at ``eye`` looking at ``target`` with world +Y up."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(np.array([0.0, -1.0, 0.0]), z)  # right = down x forward
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    m = np.eye(4)
-    m[:3, :3] = np.stack([x, y, z])
-    m[:3, 3] = -m[:3, :3] @ eye
-    return m
-
-
 @dataclass
 class Scene:
     frames: np.ndarray  # (T,H,W,3) uint8
     labels: np.ndarray  # (T,H,W) uint8, 0 = background, i+1 = person i
     motion: bundle.Bundle  # camera + people (motion, rig), no splats
-    background: np.ndarray  # (H,W,3) uint8, the true static background
+    background: np.ndarray  # (H,W,3) uint8, the true static background (zeros when unknown)
 
 
 def background_image(width: int, height: int) -> np.ndarray:
@@ -197,3 +187,25 @@ def make_scene(people: int = 2, frames: int = 12, width: int = 96, height: int =
             cv2.fillConvexPoly(labels[t], poly, int(lab_all[idx]), lineType=cv2.LINE_8, shift=4)
     motion = bundle.Bundle(fps=fps, image_size=(width, height), camera=camera, people=persons)
     return Scene(frames=out, labels=labels, motion=motion, background=bg)
+
+
+def load_synth(folder: str | Path) -> Scene:
+    """Read a ``python -m core synth`` output (video.mp4, gt/labels.npz, bundle/) as a Scene."""
+    folder = Path(folder)
+    motion = bundle.read_bundle(folder / "bundle")
+    cap = cv2.VideoCapture(str(folder / "video.mp4"))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if len(frames) != motion.frame_count:
+        raise ValueError(
+            f"{folder / 'video.mp4'}: {len(frames)} frames decoded, the bundle has {motion.frame_count}"
+        )
+    with np.load(folder / "gt" / "labels.npz", allow_pickle=False) as z:
+        labels = z["labels"]
+    return Scene(frames=np.stack(frames), labels=labels.astype(np.uint8), motion=motion,
+                 background=np.zeros_like(frames[0]))  # fmt: skip
