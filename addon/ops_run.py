@@ -498,6 +498,11 @@ class TROUPE_OT_env_setup(_PollLoop, bpy.types.Operator):
         if SETUP.job is not None and not SETUP.job.finished:
             self.report({"WARNING"}, "Troupe: a set-up is already running")
             return {"CANCELLED"}
+        if self.mode != "CHECK" and not bpy.app.online_access and not pref.package_source:
+            self.report({"ERROR"}, "Troupe: Blender's online access is off (Preferences > System > Network). The "
+                        "set-up downloads PyTorch and the other packages (several GB): allow online access, or set "
+                        "a Package Source you trust (e.g. --no-index --find-links FOLDER of wheels)")  # fmt: skip
+            return {"CANCELLED"}
         self._last = ""
         setup_start(pref, self.mode)
         return self.begin(context)

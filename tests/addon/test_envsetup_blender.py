@@ -44,6 +44,12 @@ def test_set_up_creates_a_working_environment_and_repair_mends_it(ext, tmp_path)
     prefs.requirements_file = str(requirements)
     prefs.python_path = ""
     try:
+        if not bpy.app.online_access:  # as in the bpy module: a package source must be set explicitly
+            with pytest.raises(RuntimeError, match="online access is off"):
+                bpy.ops.troupe.env_setup(mode="INSTALL")
+            assert not env_dir.exists()
+        # The source the test uses: this machine's folder of wheels (pip's own configuration adds its indexes).
+        prefs.package_source = "--find-links /opt/wheels" if Path("/opt/wheels").is_dir() else "--prefer-binary"
         assert bpy.ops.troupe.env_setup(mode="INSTALL") == {"FINISHED"}
         python = env_dir / "bin" / "python"
         assert prefs.python_path == str(python)
@@ -69,17 +75,19 @@ def test_set_up_creates_a_working_environment_and_repair_mends_it(ext, tmp_path)
         assert report_of(prefs)["problems"] == []
     finally:
         prefs.base_python = prefs.env_dir = prefs.requirements_file = prefs.python_path = prefs.env_report = ""
+        prefs.package_source = ""
 
 
 def test_set_up_with_an_unusable_python_says_so(ext, tmp_path):
     prefs = bpy.context.preferences.addons[ext.__name__].preferences
     prefs.base_python = str(tmp_path / "no python here")
     prefs.env_dir = str(tmp_path / "env")
+    prefs.package_source = "--prefer-binary"
     try:
         with pytest.raises(RuntimeError, match="was not found.*Choose a Python 3.11"):
             bpy.ops.troupe.env_setup(mode="INSTALL")
     finally:
-        prefs.base_python = prefs.env_dir = ""
+        prefs.base_python = prefs.env_dir = prefs.package_source = ""
     assert not (tmp_path / "env").exists()
 
 
