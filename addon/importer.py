@@ -144,8 +144,10 @@ class BundleImporter:
         splat_setup: gsplat.SplatSetup | None = None
         if s.splats and any(p.splats is not None for p in people):
             splat_setup = gsplat.SplatSetup(created)
-        for index, person in enumerate(people):
-            result.people[person.id] = create_person(person, index, frames, top, context, s, splat_setup, self.conv)
+        rigs = [create_rig(person, top, context, s, self.conv) for person in people]
+        for index, (person, rigged) in enumerate(zip(people, rigs)):
+            result.people[person.id] = create_person(person, index, frames, top, context, s, splat_setup, self.conv,
+                                                     rigged=rigged)  # fmt: skip
         if s.camera:
             self._camera(b, frames, top, result)
         if s.scene_settings:
@@ -208,6 +210,27 @@ class BundleImporter:
             )
 
 
+def create_rig(
+    person: bundle.Person, parent: bpy.types.Collection, context: Any, settings: ImportSettings,
+    conv: axes.AxisConversion,
+) -> tuple[bpy.types.Collection, bpy.types.Object | None, np.ndarray | None]:
+    """A person's collection and (unless switched off) armature with its rest rotations.
+
+    Importers make every person's armature before any mesh or splat: building bones needs edit
+    mode, and each switch re-evaluates the scene, heavy once splats are in it.
+    """
+    coll = bpy.data.collections.new(person.id)
+    coll[PERSON_KEY] = person.id
+    parent.children.link(coll)
+    if not settings.armature:
+        return coll, None, None
+    heads = conv.points(person.rig.joints)
+    arm_obj, rest_rot = armature.create_armature(person.id, heads, person.rig.parents, list(person.rig.joint_names),
+                                                 coll, context)  # fmt: skip
+    arm_obj[PERSON_KEY] = person.id
+    return coll, arm_obj, rest_rot
+
+
 def create_person(
     person: bundle.Person,
     index: int,
@@ -218,26 +241,22 @@ def create_person(
     splat_setup: gsplat.SplatSetup | None,
     conv: axes.AxisConversion,
     world_conv: axes.AxisConversion | None = None,
+    rigged: tuple[bpy.types.Collection, bpy.types.Object | None, np.ndarray | None] | None = None,
 ) -> PersonObjects:
     """One person's collection, armature (keyed at scene ``frames``), meshes and splats.
 
-    conv converts the rest body (and, unless ``world_conv`` is given, the world motion).
+    conv converts the rest body (and, unless ``world_conv`` is given, the world motion);
+    ``rigged`` is what ``create_rig`` made for this person already, if it was called first.
     """
     s = settings
-    coll = bpy.data.collections.new(person.id)
-    coll[PERSON_KEY] = person.id
-    parent.children.link(coll)
-    out = PersonObjects()
+    coll, arm_obj, rest_rot = rigged or create_rig(person, parent, context, settings, conv)
+    out = PersonObjects(armature=arm_obj)
     names = list(person.rig.joint_names)
     heads = conv.points(person.rig.joints)
-    arm_obj = None
-    if s.armature:
-        arm_obj, rest_rot = armature.create_armature(person.id, heads, person.rig.parents, names, coll, context)
-        arm_obj[PERSON_KEY] = person.id
+    if arm_obj is not None and rest_rot is not None:
         quats, root_loc = rig.pose_basis(rest_rot, person.rig.joints, person.motion.rotvecs, person.motion.trans,
                                          conv, world_conv)  # fmt: skip
         armature.key_pose(arm_obj, names, frames, quats, root_loc, person.motion.visibility)
-        out.armature = arm_obj
     color = person_color(index)
     if s.mesh:
         out.body = _skinned_mesh(f"{person.id} body", conv.points(person.rig.vertices), person.rig.faces, names,

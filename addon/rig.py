@@ -209,11 +209,12 @@ def make_continuous(q: np.ndarray) -> np.ndarray:
     q and -q are the same rotation, but Blender interpolates the four curves component-wise:
     without this a sign change between two keys swings the bone through a full turn.
     """
-    q = np.array(q, np.float64)
-    for t in range(1, len(q)):
-        flip = np.sum(q[t] * q[t - 1], axis=-1) < 0
-        q[t][flip] *= -1.0
-    return q
+    q = np.asarray(q, np.float64)
+    if len(q) < 2:
+        return q.copy()
+    flips = np.sum(q[1:] * q[:-1], axis=-1) < 0  # (T-1,...): sign change against the original predecessor
+    sign = np.concatenate([np.ones_like(flips[:1], float), np.cumprod(np.where(flips, -1.0, 1.0), axis=0)])
+    return q * sign[..., None]
 
 
 def slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
