@@ -1,0 +1,165 @@
+"""Avatar stage on the GPU: gsplat parity test, rasteriser speed, and the whole fit on a synth scene.
+
+One command on the GPU machine (after the wheels from ``benchmarks/avatars_gpu_wheels.py`` are
+installed and a scene made with ``python -m core synth --people 2 --frames 300 --size 1280x720``)::
+
+    MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python benchmarks/avatars_gpu.py --scene SCENE --out $OUT
+
+Steps (each result lands in OUT, also when a later step fails):
+    1. compiles gsplat's CUDA kernels (first use; minutes) and records the time;
+    2. runs ``tests/core/test_raster_gpu.py`` (gsplat vs the torch reference) -> raster_parity.txt;
+    3. ``raster_speed``: forward+backward ms of both backends at 720p -> raster_speed.json;
+    4. fits the avatars (preset ``--quality``) -> avatars_gpu.json (iterations/s, total seconds,
+       peak GPU memory, held-out PSNR/SSIM inside the masks before/after) and OUT/avatars/
+       (splats, renders, metrics).
+
+``--device cpu --steps fit`` runs step 4 on the CPU (see ``benchmarks/avatars_cpu.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def compile_gsplat() -> dict:
+    t0 = time.perf_counter()
+    from gsplat.cuda._backend import _C  # noqa: F401  (JIT-compiles on first import)
+
+    return {"gsplat_compile_or_load_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def parity(out: Path) -> dict:
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests/core/test_raster_gpu.py"), "-v", "-rA",
+           f"--junitxml={out / 'raster_parity.xml'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    (out / "raster_parity.txt").write_text(proc.stdout + proc.stderr)
+    tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return {"parity_returncode": proc.returncode, "parity_summary": tail}
+
+
+def raster_speed(out: Path, device: str) -> dict:
+    from benchmarks.raster_speed import run as speed_run
+
+    rows = speed_run(device=device, sizes=[(1280, 720)], counts=[20000, 100000], repeats=20)
+    (out / "raster_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return {"raster_speed": rows}
+
+
+def load_scene(scene_dir: Path | None):  # type: ignore[no-untyped-def]
+    """A `core synth` folder, or without one a small procedural scene; returns (scene, name)."""
+    from core.avatars.synthetic import load_synth, make_scene
+
+    if scene_dir:
+        return load_synth(scene_dir), str(scene_dir)
+    return make_scene(people=2, frames=30, width=160, height=120), "procedural 2 people x 30 frames 160x120"
+
+
+def fit(scene, name: str, out: Path, device: str, quality: str, overrides: dict) -> dict:  # type: ignore[no-untyped-def]
+    import torch
+
+    from core.avatars.config import AvatarConfig
+    from core.avatars.fit import fit_avatars
+    from core.avatars.outputs import write_outputs
+
+    cfg = AvatarConfig.preset(quality).replace(**overrides)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = fit_avatars(scene.frames, scene.labels, scene.motion, cfg, device=device,
+                         progress=lambda f, m: print(f"  [{f * 100:5.1f}%] {m}", flush=True))  # fmt: skip
+    t_fit = time.perf_counter() - t0
+    write_outputs(result, out / "avatars")
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    m = result.metrics
+    rep = {
+        "scene": name,
+        "people": len(scene.motion.people),
+        "frames": int(scene.motion.frame_count),
+        "image_size": list(scene.motion.image_size),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "quality": quality,
+        "overrides": overrides,
+        "backend": m["backend"],
+        "iterations": m["iterations"],
+        "iterations_per_second": round(m["iterations_per_second"], 2),
+        "seconds": {
+            "prepare_and_init": round(m["init_seconds"], 2),
+            "train": round(m["train_seconds"], 2),
+            "fit_total": round(t_fit, 2),
+            "stage_total_with_outputs": round(total, 2),
+        },  # fmt: skip
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if device.startswith("cuda")
+        else None,
+        "peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)
+        if device.startswith("cuda")
+        else None,
+        "heldout_before": m["init"],
+        "heldout_after": m["heldout"],
+        "train_frames_after": m["train_frames_metrics"],
+        "gaussians": m["gaussians"],
+        "lpips": "not measured: LPIPS needs network weights, which cannot be had offline",
+    }
+    (out / "avatars_gpu.json").write_text(json.dumps(rep, indent=2) + "\n")
+    return rep
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--scene", type=Path, help="a `python -m core synth` folder (default: a small procedural scene)"
+    )
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/avatars_gpu")))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--quality", default="standard", choices=("preview", "standard", "high"))
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override an AvatarConfig field (JSON value), e.g. --set iterations=2000")  # fmt: skip
+    p.add_argument(
+        "--steps", default="compile,parity,speed,fit", help="comma list of compile,parity,speed,fit"
+    )
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    overrides = {}
+    for item in args.set:
+        key, _, val = item.partition("=")
+        try:
+            overrides[key] = json.loads(val)
+        except json.JSONDecodeError:
+            overrides[key] = val
+    steps = args.steps.split(",")
+    summary: dict = {}
+    rc = 0
+    for step, fn in (("compile", compile_gsplat), ("parity", lambda: parity(args.out)),
+                     ("speed", lambda: raster_speed(args.out, args.device)),
+                     ("fit", lambda: fit(*load_scene(args.scene), args.out, args.device, args.quality, overrides))):  # fmt: skip
+        if step not in steps:
+            continue
+        print(f"== {step}", flush=True)
+        try:
+            summary[step] = fn()
+        except Exception as exc:  # keep going: later steps still report
+            import traceback
+
+            summary[step] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            rc = 1
+        print(json.dumps(summary[step], indent=2)[:4000], flush=True)
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary.get("parity", {}).get("parity_returncode", 0) != 0:
+        rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
