@@ -83,6 +83,26 @@ def masked_psnr(pred: Tensor, gt: Tensor, mask: Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+@torch.no_grad()
+def knn_same_group(points: Tensor, group: Tensor, k: int, chunk: int = 2048) -> Tensor:
+    """Indices [N, k] of each point's k nearest other points of the same group (itself if alone)."""
+    out = torch.arange(len(points), device=points.device)[:, None].repeat(1, k)
+    for g in torch.unique(group):
+        idx = torch.nonzero(group == g).squeeze(1)
+        pts = points[idx]
+        kk = min(k, len(idx) - 1)
+        if kk <= 0:
+            continue
+        for s in range(0, len(idx), chunk):
+            d = torch.cdist(pts[s : s + chunk], pts)
+            d[torch.arange(d.shape[0], device=d.device), torch.arange(s, s + d.shape[0], device=d.device)] = (
+                torch.inf
+            )
+            nb = idx[d.topk(kk, largest=False).indices]
+            out[idx[s : s + chunk]] = torch.cat([nb, nb[:, -1:].expand(-1, k - kk)], 1)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # The model: all people's Gaussians in one set of tensors
 # --------------------------------------------------------------------------------------
@@ -138,21 +158,8 @@ class Avatars:
 
     def update_neighbours(self) -> None:
         """k nearest Gaussians of the same person in canonical space (for skin smoothness)."""
-        from scipy.spatial import cKDTree
-
-        k = self.config.skin_neighbours
-        anchors = self.params["means"].detach().cpu().numpy()
-        person = self.buffers["person"].cpu().numpy()
-        nb = np.zeros((len(anchors), k), np.int64)
-        for p in range(len(self.people)):
-            idx = np.nonzero(person == p)[0]
-            if len(idx) <= 1:
-                nb[idx] = idx[:, None]
-                continue
-            _, j = cKDTree(anchors[idx]).query(anchors[idx], k=min(k + 1, len(idx)))
-            j = j[:, 1:]
-            nb[idx] = idx[np.pad(j, ((0, 0), (0, k - j.shape[1])), mode="edge")]
-        self.neighbours = torch.as_tensor(nb, device=self.device)
+        self.neighbours = knn_same_group(self.params["means"].detach(), self.buffers["person"],
+                                         self.config.skin_neighbours)  # fmt: skip
 
     def transforms(self, frames: Tensor) -> Tensor:
         """Skinning transforms of every person at ``frames`` [B] -> [B, P, J, 4, 4]."""
