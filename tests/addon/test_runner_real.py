@@ -1,0 +1,67 @@
+"""The runner on the real pipeline: a synthetic clip through ingest, people (ground-truth tracks),
+motion and export, and the real ingest's answer to a file that is not a video.
+
+A test that needs a stage that is not built yet skips and names it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.addon.troupe_extension import CORE_PYTHON, ROOT, load_troupe_module
+
+pytestmark = pytest.mark.skipif(not CORE_PYTHON.exists(), reason="needs .venv/core (scripts/setup.sh core)")
+
+runner = load_troupe_module("addon.runner")
+
+# The CPU path: stage modules (core/pipeline.py STAGES) and the worker options that select it.
+CPU_PATH_STAGES = {"ingest": "core/people/ingest.py", "people": "core/people/stage.py",
+                   "motion": "core/motion/stage.py", "export": "core/export.py"}  # fmt: skip
+
+
+def cpu_path_options(synth_dir: Path) -> tuple[str, ...]:
+    return ("--tracker", "import", "--tracks", str(synth_dir), "--no-avatars", "--quality", "preview")
+
+
+def missing_stages() -> list[str]:
+    return [name for name, path in CPU_PATH_STAGES.items() if not (ROOT / path).is_file()]
+
+
+needs_cpu_path = pytest.mark.skipif(bool(missing_stages()), reason=f"stages not built yet: {missing_stages()}")
+
+
+def test_a_file_that_is_not_a_video_is_one_clear_error(tmp_path, standin_dir):
+    folder = tmp_path / "Aufnahme ü"
+    folder.mkdir()
+    video = folder / "kaputt 1.mp4"
+    video.write_bytes(bytes(range(256)) * 40)
+    job = runner.Job.start(runner.JobSpec(python=str(CORE_PYTHON), video=str(video), job_dir=str(folder / "job"),
+                                          body_model=str(standin_dir)))  # fmt: skip
+    job.wait(timeout=120)
+    assert job.status == runner.FAILED
+    assert str(video) in job.error and "could not open it as a video" in job.error
+    terminal = [m for m in job.history if m["type"] in ("done", "error")]
+    assert len(terminal) == 1 and job.stage == "ingest"
+
+
+@needs_cpu_path
+def test_synthetic_clip_runs_through_every_stage_to_a_valid_bundle(tmp_path, synth_bundle, standin_dir):
+    synth_dir = synth_bundle.parent
+    job_dir = tmp_path / "job ü"
+    spec = runner.JobSpec(python=str(CORE_PYTHON), video=str(synth_dir / "video.mp4"), job_dir=str(job_dir),
+                          body_model=str(standin_dir), device="cpu", extra_args=cpu_path_options(synth_dir))  # fmt: skip
+    job = runner.Job.start(spec)
+    job.wait(timeout=600)
+    assert job.status == runner.DONE, job.error
+    progress = [m for m in job.history if m["type"] == "progress"]
+    fractions = [m["fraction"] for m in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    stages = list(dict.fromkeys(m["stage"] for m in progress))
+    assert stages == ["ingest", "people", "motion", "export"]
+    bundle = load_troupe_module("core.bundle")
+    result = bundle.read_bundle(job.bundle)
+    truth = json.loads((synth_bundle / "bundle.json").read_text())
+    assert len(result.people) == len(truth["people"])
