@@ -20,10 +20,12 @@ bpy = pytest.importorskip("bpy")
 from tests.addon.troupe_extension import (  # noqa: E402
     CORE_PYTHON,
     assert_reaped,
+    cpu_path_options,
     disable_extension,
     enable_extension,
     fake_env_python,
     load_troupe_module,
+    needs_cpu_path,
 )
 
 pytestmark = pytest.mark.skipif(not CORE_PYTHON.exists(), reason="needs .venv/core (scripts/setup.sh core)")
@@ -83,6 +85,12 @@ def tagged_objects(scene) -> list:
     return [o for o in scene.objects if o.get(TAG)]
 
 
+def skinned_meshes(scene, armature) -> list:
+    """Meshes the armature deforms (an Armature modifier pointing at it)."""
+    return [o for o in tagged_objects(scene) if o.type == "MESH"
+            and any(m.type == "ARMATURE" and m.object == armature for m in o.modifiers)]  # fmt: skip
+
+
 def tick_until(ops, scene, predicate, timeout: float = 30.0) -> None:
     key = ops.scene_key(scene)
     deadline = time.monotonic() + timeout
@@ -98,9 +106,30 @@ def test_run_operator_runs_the_worker_and_imports_the_people(ext, scene, bundle_
     assert st.job_status == "DONE" and st.job_imported and st.job_fraction == pytest.approx(1.0)
     assert Path(st.job_dir) == Path(st.output_dir) / "clip é" and Path(st.job_log).is_file()
     assert st.job_bundle == str(Path(st.job_dir) / "bundle")
-    people = sorted(o.get("troupe_person_id") for o in tagged_objects(scene) if o.type == "ARMATURE")
-    assert people == ["p0", "p1"]
+    armatures = [o for o in tagged_objects(scene) if o.type == "ARMATURE"]
+    assert sorted(o.get("troupe_person_id") for o in armatures) == ["p0", "p1"]
+    assert all(skinned_meshes(scene, a) for a in armatures)
     assert ext.addon.ops_run.QUEUE.active(ext.addon.ops_run.scene_key(scene)) is None
+
+
+@needs_cpu_path
+def test_run_operator_reconstructs_a_synthetic_clip_into_the_scene(ext, prefs, scene, synth_bundle, standin_dir):
+    """The real CPU job: the synthetic clip's people end up in the scene as armatures with meshes."""
+    synth_dir = synth_bundle.parent
+    st = scene.troupe
+    st.video_path = str(synth_dir / "video.mp4")
+    st.extra_args = ext.addon.runner.join_args(list(cpu_path_options(synth_dir)))
+    saved = prefs.python_path, prefs.body_model_dir, prefs.device
+    prefs.python_path, prefs.body_model_dir, prefs.device = str(CORE_PYTHON), str(standin_dir), "cpu"
+    try:
+        assert bpy.ops.troupe.run() == {"FINISHED"}
+    finally:
+        prefs.python_path, prefs.body_model_dir, prefs.device = saved
+    assert st.job_status == "DONE" and st.job_imported, st.job_error
+    truth = [p.id for p in load_troupe_module("core.bundle").read_bundle(synth_bundle).people]
+    armatures = [o for o in tagged_objects(scene) if o.type == "ARMATURE"]
+    assert sorted(o.get("troupe_person_id") for o in armatures) == sorted(truth)
+    assert all(skinned_meshes(scene, a) for a in armatures)
 
 
 def test_cancel_leaves_nothing_imported_and_no_process(ext, scene, bundle_src, monkeypatch):

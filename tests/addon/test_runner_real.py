@@ -7,31 +7,14 @@ A test that needs a stage that is not built yet skips and names it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.addon.troupe_extension import CORE_PYTHON, ROOT, load_troupe_module
+from tests.addon.troupe_extension import CORE_PYTHON, cpu_path_options, load_troupe_module, needs_cpu_path
 
 pytestmark = pytest.mark.skipif(not CORE_PYTHON.exists(), reason="needs .venv/core (scripts/setup.sh core)")
 
 runner = load_troupe_module("addon.runner")
-
-# The CPU path: stage modules (core/pipeline.py STAGES) and the worker options that select it.
-CPU_PATH_STAGES = {"ingest": "core/people/ingest.py", "people": "core/people/stage.py",
-                   "motion": "core/motion/stage.py", "export": "core/export.py"}  # fmt: skip
-
-
-def cpu_path_options(synth_dir: Path) -> tuple[str, ...]:
-    return ("--tracker", "import", "--tracks", str(synth_dir), "--no-avatars", "--quality", "preview")
-
-
-def missing_stages() -> list[str]:
-    return [name for name, path in CPU_PATH_STAGES.items() if not (ROOT / path).is_file()]
-
-
-needs_cpu_path = pytest.mark.skipif(bool(missing_stages()), reason=f"stages not built yet: {missing_stages()}")
-
 
 def test_a_file_that_is_not_a_video_is_one_clear_error(tmp_path, standin_dir):
     folder = tmp_path / "Aufnahme ü"

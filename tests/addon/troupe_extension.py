@@ -21,10 +21,29 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 CORE_PYTHON = ROOT / ".venv" / "core" / "bin" / "python"
 REPO_MODULE = "troupe_tests"
 EXTENSION_ID = f"bl_ext.{REPO_MODULE}.troupe"
+
+
+# The CPU path through the real pipeline: its stage modules, and the worker options that select it
+# (people from a `core synth` folder's ground-truth tracks, no avatars).
+CPU_PATH_STAGES = {"ingest": "core/people/ingest.py", "people": "core/people/stage.py",
+                   "motion": "core/motion/stage.py", "export": "core/export.py"}  # fmt: skip
+
+
+def cpu_path_options(synth_dir: Path) -> tuple[str, ...]:
+    return ("--tracker", "import", "--tracks", str(synth_dir), "--no-avatars", "--quality", "preview")
+
+
+def _missing_stages() -> list[str]:
+    return [name for name, path in CPU_PATH_STAGES.items() if not (ROOT / path).is_file()]
+
+
+needs_cpu_path = pytest.mark.skipif(bool(_missing_stages()), reason=f"stages not built yet: {_missing_stages()}")
 
 
 def load_troupe_module(name: str) -> ModuleType:
