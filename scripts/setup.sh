@@ -38,6 +38,10 @@ if [ "$what" = core ] || [ "$what" = all ]; then
     groups+=(gpu)
   fi
   ensure_env core "${groups[@]}"
+  # sam2 1.1.0 pins a CUDA torch: installed without its dependencies (hydra-core, iopath are in core).
+  if ! .venv/core/bin/python -c "import sam2" 2>/dev/null; then
+    SAM2_BUILD_CUDA=0 .venv/core/bin/python -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
+  fi
 fi
 if [ "$what" = blender ] || [ "$what" = all ]; then
   ensure_env blender blender

@@ -91,7 +91,8 @@ def add_keypoints(tracks: Tracks, frames: Frames, config: RunConfig, settings: S
 
         source = find_vitpose(config, settings, required=choice == "vitpose")
         if source is not None:
-            tracks.keypoints = vitpose_keypoints(frames, tracks, source, resolve_device(config.device), progress)
+            kp, extra, names = vitpose_keypoints(frames, tracks, source, resolve_device(config.device), progress)
+            tracks.keypoints, tracks.extra_keypoints, tracks.extra_keypoint_names = kp, extra, names
             return "vitpose"
         log.info("keypoints: no ViTPose weights found, using the offline landmark model")
     if choice not in ("auto", "vitpose", "offline"):
