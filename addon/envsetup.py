@@ -16,6 +16,9 @@ It speaks the worker's line protocol (DESIGN.md, "Worker protocol") on stdout: `
 ``progress`` (stage ``venv``, ``install``, ``verify``), then ``done`` with the environment's
 ``python`` and a ``report`` (``verify``), or one ``error``. pip's output goes to the log
 ``<DIR>-setup.log`` beside the environment.
+
+Being runnable on its own, this file also holds the few process helpers ``runner.py`` shares
+(``core_environment``, ``split_args`` / ``join_args``, ``log_tail``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,30 @@ def core_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONNOUSERSITE"] = "1"
     return env
+
+
+def log_tail(path: Path | str, lines: int = 12, max_bytes: int = 64_000) -> list[str]:
+    """The last non-empty lines of a text file (empty list if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+def split_args(text: str) -> list[str]:
+    """Worker options typed as on a command line (``join_args`` writes them so)."""
+    if sys.platform == "win32":  # double quotes; backslashes in paths are kept
+        return [t[1:-1] if len(t) >= 2 and t[0] == t[-1] == '"' else t for t in shlex.split(text, posix=False)]
+    return shlex.split(text)
+
+
+def join_args(args: list[str]) -> str:
+    return subprocess.list2cmdline(args) if sys.platform == "win32" else shlex.join(args)
 
 
 def env_python(env_dir: Path | str) -> Path:
@@ -381,7 +408,7 @@ class _Setup:
         req_file.write_text("\n".join(reqs) + "\n", encoding="utf-8")
         pip = [str(python), "-m", "pip"]
         quiet = ["--disable-pip-version-check", "--no-input"]
-        extra = shlex.split(self.args.pip_args or "", posix=os.name != "nt")
+        extra = split_args(self.args.pip_args or "")
         # A pip that reports download progress as lines (24.1+) makes a live bar for the big wheels.
         version = subprocess.run([*pip, "--version"], capture_output=True, text=True, check=False).stdout.split()
         if len(version) < 2 or tuple(int(x) for x in re.findall(r"\d+", version[1])[:2]) < (24, 1):
@@ -414,15 +441,8 @@ class _Setup:
         self.progress("install", 0.05, f"installing {len(reqs)} packages and their dependencies")
         rc = self.call([*pip, "install", *quiet, "--progress-bar", "raw", "-r", str(req_file), *extra], on_line)
         if rc != 0:
-            tail = [ln for ln in _tail(self.log_path) if "ERROR" in ln or "error" in ln] or _tail(self.log_path)
+            tail = [ln for ln in log_tail(self.log_path, 20) if "ERROR" in ln or "error" in ln] or log_tail(self.log_path)
             raise ValueError(f"pip could not install the packages (exit code {rc}): {tail[-1] if tail else ''}")
-
-
-def _tail(path: Path, n: int = 20) -> list[str]:
-    try:
-        return [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][-n:]
-    except OSError:
-        return []
 
 
 def setup_argv(base_python: str, env_dir: str, *, group: str = DEFAULT_GROUP, requirements: str | None = None,

@@ -77,7 +77,7 @@ def job_spec(context: Any, scene: Any, python: str = "") -> runner.JobSpec:
         out = Path(bpy.path.abspath(raw)).expanduser().absolute()
     pref = prefs.get(context)
     try:
-        extra = tuple(runner.split_args(st.extra_args))
+        extra = tuple(envsetup.split_args(st.extra_args))
     except ValueError as exc:
         raise ValueError(f"the worker options in the Advanced panel cannot be read: {exc}") from None
     return runner.JobSpec(
@@ -455,9 +455,11 @@ def setup_start(pref: prefs.TroupePreferences, mode: str) -> runner.Job:
         python, str(env_dir), pip_args=pref.package_source, recreate=mode == "RECREATE", check=mode == "CHECK",
         requirements=bpy.path.abspath(pref.requirements_file) if pref.requirements_file else None,
     )  # fmt: skip
-    hint = ("Choose a Python 3.11 or newer in the set-up options ('Find' lists them)" if mode != "CHECK"
-            else "Set up the environment first")  # fmt: skip
-    SETUP.job = runner.Job.launch(argv, envsetup.log_path_for(env_dir), python=python, hint=hint)
+    if mode == "CHECK":
+        role, hint = "the GPU environment's Python", "Set up the environment first"
+    else:
+        role, hint = "the Python to create the environment with", "Choose a Python 3.11 or newer in the set-up options ('Find' lists them)"
+    SETUP.job = runner.Job.launch(argv, envsetup.log_path_for(env_dir), python=python, role=role, hint=hint)
     SETUP.mode = mode
     return SETUP.job
 

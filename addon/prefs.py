@@ -11,7 +11,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, StringProperty
 
-from . import envsetup, runner
+from . import envsetup
 
 # The extension's package (bl_ext.<repo>.troupe when installed; troupe when loaded from a checkout).
 ADDON_ID = __package__.rpartition(".")[0] or __package__
@@ -85,7 +85,7 @@ class TroupePreferences(bpy.types.AddonPreferences):
             box.progress(factor=job.fraction, type="BAR", text=f"{job.fraction * 100:.0f} %")
             log = box.column(align=True)
             log.scale_y = 0.7
-            for line in runner.log_tail(job.log_path, 6):
+            for line in envsetup.log_tail(job.log_path, 6):
                 log.label(text=line[:120])
             box.operator("troupe.env_cancel", text="Cancel", icon="CANCEL")
         else:

@@ -29,7 +29,6 @@ import json
 import os
 import queue
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .envsetup import core_environment
+from .envsetup import core_environment, log_tail
 
 PROTOCOL_VERSION = 1  # core/protocol.py PROTOCOL_VERSION this reader understands
 QUALITY_PRESETS = ("preview", "standard", "high")  # core/pipeline.py QUALITY_PRESETS
@@ -93,27 +92,16 @@ class JobSpec:
         return args + list(self.extra_args)
 
 
-def python_problem(python: str) -> str | None:
+def python_problem(python: str, role: str = "the GPU environment's Python") -> str | None:
     """Why ``python`` cannot be started, or None if it looks like an executable."""
     if not python:
-        return "no Python for the GPU environment is set"
+        return f"no path is set for {role}"
     p = Path(python)
     if not p.is_file():
-        return f"the GPU environment's Python was not found: {python}"
-    if os.name != "nt" and not os.access(p, os.X_OK):
-        return f"the GPU environment's Python is not executable: {python}"
+        return f"{role} was not found: {python}"
+    if sys.platform != "win32" and not os.access(p, os.X_OK):
+        return f"{role} is not executable: {python}"
     return None
-
-
-def split_args(text: str) -> list[str]:
-    """Worker options typed as on a command line (``join_args`` writes them so)."""
-    if sys.platform == "win32":  # double quotes; backslashes in paths are kept
-        return [t[1:-1] if len(t) >= 2 and t[0] == t[-1] == '"' else t for t in shlex.split(text, posix=False)]
-    return shlex.split(text)
-
-
-def join_args(args: list[str]) -> str:
-    return subprocess.list2cmdline(args) if sys.platform == "win32" else shlex.join(args)
 
 
 def job_folder(output_dir: str | Path, video: str | Path) -> Path:
@@ -122,19 +110,6 @@ def job_folder(output_dir: str | Path, video: str | Path) -> Path:
     name = v.stem if v.suffix else v.name  # a folder of frames is named by itself
     safe = re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", name).strip(" .") or "video"
     return Path(output_dir) / safe
-
-
-def log_tail(path: Path | str, lines: int = 12, max_bytes: int = 64_000) -> list[str]:
-    """The last non-empty lines of a text file (empty list if it cannot be read)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -239,16 +214,17 @@ class LineProcess:
             pass
 
     def kill(self) -> None:
-        """Kill the child and everything it started, and reap it."""
-        if self.proc.poll() is None:
+        """Kill the child and everything it started (its process group, even once the child
+        itself has ended), and reap it."""
+        if sys.platform == "win32":
+            if self.proc.poll() is None:
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)], capture_output=True, check=False)
+        else:
             try:
-                if os.name == "nt":
-                    subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)],
-                                   capture_output=True, check=False)  # fmt: skip
-                else:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
-                pass
+                pass  # the group is empty
+        if self.proc.poll() is None:
             try:
                 self.proc.kill()
             except OSError:
@@ -297,10 +273,12 @@ class Job:
     @classmethod
     def launch(cls, argv: list[str], log_path: Path | str, *, python: str, cwd: str | None = None,
                spec: JobSpec | None = None, grace_s: float = CANCEL_GRACE_S,
+               role: str = "the GPU environment's Python",
                hint: str = "Set it in Preferences > Add-ons > Troupe, or run 'Set up environment' there") -> Job:  # fmt: skip
-        """Start any command that speaks the protocol (the worker, the environment set-up)."""
+        """Start any command that speaks the protocol (the worker, the environment set-up);
+        ``role`` and ``hint`` name the Python and what to do when it cannot be started."""
         job = cls(argv, log_path, python=python, cwd=cwd, spec=spec, grace_s=grace_s)
-        problem = python_problem(python)
+        problem = python_problem(python, role)
         if problem is None:
             try:
                 job.process = LineProcess(argv, log_path, env=core_environment(), cwd=cwd)
@@ -370,6 +348,7 @@ class Job:
                 changed |= self._handle(msg)
                 msg = proc.get()
             if self.status not in FINAL:
+                proc.kill()  # whatever it started dies with it
                 self._finish_without_last_line(rc)
             return True
         return changed
@@ -473,7 +452,7 @@ class Job:
         if self.status == CANCELLING:
             self._finish(CANCELLED, f"cancelled (the worker was stopped). The job folder is kept: run again to resume. Log: {log}")
             return
-        if rc < 0 and os.name != "nt":
+        if rc < 0 and sys.platform != "win32":
             why = f"was killed by {_signal_name(rc)}"
             if -rc == signal.SIGKILL:
                 why += " (most often: the system ran out of memory)"

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     import bpy
 
     ensure_addon()
-    runner = importlib.import_module(bpy.types.TROUPE_OT_run.__module__.rpartition(".")[0] + ".runner")
+    envsetup = importlib.import_module(bpy.types.TROUPE_OT_run.__module__.rpartition(".")[0] + ".envsetup")
     out = Path(args.out).absolute()
     scene: Any = bpy.context.scene
     st = scene.troupe
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     st.output_dir = str(Path(args.jobs).absolute() if args.jobs else out.parent / "troupe")
     st.frame_start, st.frame_end, st.frame_step = args.frame_start, args.frame_end, args.frame_step
     st.max_people, st.quality = args.max_people, args.quality
-    st.extra_args = runner.join_args(worker_args)
+    st.extra_args = envsetup.join_args(worker_args)
     st.import_when_done = True
     print(f"Troupe: {args.video} -> {out} (job folder under {st.output_dir})", flush=True)
     st.job_status = "NONE"

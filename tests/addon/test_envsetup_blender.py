@@ -84,7 +84,7 @@ def test_set_up_with_an_unusable_python_says_so(ext, tmp_path):
     prefs.env_dir = str(tmp_path / "env")
     prefs.package_source = "--prefer-binary"
     try:
-        with pytest.raises(RuntimeError, match="was not found.*Choose a Python 3.11"):
+        with pytest.raises(RuntimeError, match="the Python to create the environment with was not found.*Choose a Python 3.11"):
             bpy.ops.troupe.env_setup(mode="INSTALL")
     finally:
         prefs.base_python = prefs.env_dir = prefs.package_source = ""

@@ -118,7 +118,7 @@ def test_run_operator_reconstructs_a_synthetic_clip_into_the_scene(ext, prefs, s
     synth_dir = synth_bundle.parent
     st = scene.troupe
     st.video_path = str(synth_dir / "video.mp4")
-    st.extra_args = ext.addon.runner.join_args(list(cpu_path_options(synth_dir)))
+    st.extra_args = ext.addon.envsetup.join_args(list(cpu_path_options(synth_dir)))
     saved = prefs.python_path, prefs.body_model_dir, prefs.device
     prefs.python_path, prefs.body_model_dir, prefs.device = str(CORE_PYTHON), str(standin_dir), "cpu"
     try:
