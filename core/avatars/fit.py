@@ -33,7 +33,7 @@ from torch import Tensor
 from .. import bundle
 from . import model as M
 from .config import AvatarConfig
-from .plate import dilate, is_static, make_plates
+from .plate import Plates, dilate, is_static
 from .raster import Render, rasterize, sh_to_color
 
 log = logging.getLogger("troupe.avatars")
@@ -331,7 +331,7 @@ class AvatarResult:
 class _Data:
     frames: Tensor  # [T,H,W,3] uint8
     labels: Tensor  # [T,H,W] uint8
-    plates: Tensor  # [T,H,W,3] uint8
+    plates: Plates  # background plate per frame (and the dilated people masks)
     viewmats: Tensor  # [T,4,4]
     Ks: Tensor  # [T,3,3] (scaled to the working resolution)
     drawn: Tensor  # [T,P] bool: person drawn (motion visibility > 0; occluders must be drawn too)
@@ -368,14 +368,18 @@ def _prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, cfg:
     ks = motion.camera.K.astype(np.float64).copy()
     ks[:, 0, :] *= w / w0
     ks[:, 1, :] *= h / h0
-    occupied = dilate(labels > 0, cfg.mask_dilate)
-    plates = make_plates(frames, occupied, is_static(motion.camera))
+    frames_t = torch.as_tensor(frames, device=device)
+    labels_t = torch.as_tensor(labels, device=device)
+    plates = Plates(frames_t, dilate(labels_t > 0, cfg.mask_dilate), is_static(motion.camera))
     vis = np.stack([p.motion.visibility for p in motion.people], 1) > 0  # [T,P]
-    seen = np.stack([(labels == i + 1).reshape(len(labels), -1).any(1) for i in range(len(motion.people))], 1)
+    counts = (
+        torch.stack([torch.bincount(lab.flatten(), minlength=256) for lab in labels_t.long()]).cpu().numpy()
+    )
+    seen = counts[:, 1 : len(motion.people) + 1] > 0  # [T,P]
     return _Data(
-        frames=torch.as_tensor(frames, device=device),
-        labels=torch.as_tensor(labels, device=device),
-        plates=torch.as_tensor(plates, device=device),
+        frames=frames_t,
+        labels=labels_t,
+        plates=plates,
         viewmats=torch.as_tensor(motion.camera.world_to_cam, dtype=torch.float32, device=device),
         Ks=torch.as_tensor(ks, dtype=torch.float32, device=device),
         drawn=torch.as_tensor(vis | seen, device=device),
@@ -447,17 +451,10 @@ def _losses(avatars: Avatars, data: _Data, frames: Tensor, out: Render, cfg: Ava
     num_p = len(avatars.people)
     color = out.color[:, 0]  # [B,H,W,3+P]
     alpha = out.alpha[:, 0]
-    plate = data.plates[frames].float() / 255.0
     gt = data.frames[frames].float() / 255.0
-    pred = color[..., :3] + (1.0 - alpha) * plate
-    labels = data.labels[frames].long()
-    masks = F.one_hot(labels, num_p + 1)[..., 1:].float()  # [B,H,W,P]
-    union = masks.amax(-1, keepdim=True)
-    if cfg.mask_dilate > 0:
-        k = 2 * cfg.mask_dilate + 1
-        union = F.max_pool2d(union.permute(0, 3, 1, 2), k, stride=1, padding=cfg.mask_dilate).permute(
-            0, 2, 3, 1
-        )
+    pred = color[..., :3] + (1.0 - alpha) * data.plates.get(frames)
+    masks = F.one_hot(data.labels[frames].long(), num_p + 1)[..., 1:].float()  # [B,H,W,P]
+    union = data.plates.occupied[frames][..., None].float()  # the people's masks, dilated
     area = union.sum().clamp_min(1.0)
     l1 = ((pred - gt).abs() * union).sum() / (area * 3)
     ssim = (ssim_map(pred * union + gt * (1 - union), gt)[..., None] * union).sum() / area
@@ -526,8 +523,7 @@ def render_composite(
     """Render [B] frames over the plate: prediction [B,H,W,3], ground truth, people mask [B,H,W]."""
     vm, ks = _camera(data, frames)
     out = avatars.render(frames, vm, ks, data.width, data.height, sh_degree, data.drawn[frames])
-    plate = data.plates[frames].float() / 255.0
-    pred = (out.color[:, 0, ..., :3] + (1 - out.alpha[:, 0]) * plate).clamp(0, 1)
+    pred = (out.color[:, 0, ..., :3] + (1 - out.alpha[:, 0]) * data.plates.get(frames)).clamp(0, 1)
     gt = data.frames[frames].float() / 255.0
     return pred, gt, (data.labels[frames] > 0).float()
 

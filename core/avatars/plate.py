@@ -2,14 +2,18 @@
 
 For frame t the plate is the frame itself outside the people's (dilated) masks, and inside
 them the background as seen in other frames: the per-pixel median over frames where that
-pixel is free (static camera), or OpenCV inpainting of the frame (moving camera, or pixels
-never free). Renders are composited over it: ``color + (1 - alpha) * plate[t]``.
+pixel is free (static camera; pixels never free are inpainted), or OpenCV inpainting of the
+frame (moving camera). Renders are composited over it: ``color + (1 - alpha) * plate[t]``.
+Static plates are computed on the device and cost one image of memory.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from .. import bundle
 
@@ -19,47 +23,53 @@ def is_static(camera: bundle.Camera, tol: float = 1e-5) -> bool:
                 and np.abs(camera.K - camera.K[:1]).max() <= tol * 1e3)  # fmt: skip
 
 
-def dilate(masks: np.ndarray, pixels: int) -> np.ndarray:
-    """(T,H,W) bool -> the same grown by ``pixels``."""
+def dilate(masks: Tensor, pixels: int) -> Tensor:
+    """[T,H,W] bool -> the same grown by ``pixels`` (square neighbourhood)."""
     if pixels <= 0:
-        return masks.astype(bool)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in masks])
+        return masks.bool()
+    k = 2 * pixels + 1
+    return F.max_pool2d(masks[:, None].float(), k, stride=1, padding=pixels)[:, 0] > 0
 
 
-def make_plates(
-    frames: np.ndarray, occupied: np.ndarray, static: bool, max_median_frames: int = 60
-) -> np.ndarray:
-    """Background plate per frame.
+class Plates:
+    """Background plate of every frame: ``plates.get(frames)`` -> float [B,H,W,3] in [0,1]."""
 
-    Args:
-        frames: (T,H,W,3) uint8.
-        occupied: (T,H,W) bool, pixels covered by people (already dilated).
-        static: the camera does not move (a median over time is valid).
+    def __init__(self, frames: Tensor, occupied: Tensor, static: bool, max_median_frames: int = 31) -> None:
+        """frames [T,H,W,3] uint8 and occupied [T,H,W] bool (people, dilated), on one device."""
+        self.frames = frames
+        self.occupied = occupied
+        self.median: Tensor | None = None
+        self.inpainted: Tensor | None = None
+        num_t = len(frames)
+        if static:
+            pick = (
+                torch.linspace(0, num_t - 1, min(num_t, max_median_frames), device=frames.device)
+                .round()
+                .long()
+            )
+            stack = frames[pick].float()
+            stack[occupied[pick]] = torch.nan
+            median = torch.nanmedian(stack, dim=0).values  # NaN where a pixel is never free
+            never = torch.isnan(median[..., 0])
+            median = torch.nan_to_num(median).clamp(0, 255).round().to(torch.uint8)
+            if bool(never.any()):
+                filled = cv2.inpaint(
+                    median.cpu().numpy(), never.cpu().numpy().astype(np.uint8), 5, cv2.INPAINT_TELEA
+                )
+                median = torch.as_tensor(filled, device=frames.device)
+            self.median = median
+        else:
+            out = frames.cpu().numpy().copy()
+            occ = occupied.cpu().numpy()
+            for t in range(num_t):
+                if occ[t].any():
+                    out[t] = cv2.inpaint(out[t], occ[t].astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            self.inpainted = torch.as_tensor(out, device=frames.device)
 
-    Returns:
-        (T,H,W,3) uint8 plates.
-    """
-    num_t = len(frames)
-    plates = frames.copy()
-    if static:
-        pick = np.linspace(0, num_t - 1, min(num_t, max_median_frames)).round().astype(int)
-        stack = frames[pick].astype(np.float32)
-        stack[occupied[pick]] = np.nan
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: filled below
-                median = np.nanmedian(stack, axis=0)
-        never = np.isnan(median[..., 0])
-        median = np.nan_to_num(median).clip(0, 255).astype(np.uint8)
-        if never.any():
-            median = cv2.inpaint(median, never.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-        for t in range(num_t):
-            plates[t][occupied[t]] = median[occupied[t]]
-        return plates
-    for t in range(num_t):
-        if occupied[t].any():
-            plates[t] = cv2.inpaint(frames[t], occupied[t].astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    return plates
+    def get(self, frames: Tensor) -> Tensor:
+        if self.median is not None:
+            img = torch.where(self.occupied[frames][..., None], self.median, self.frames[frames])
+        else:
+            assert self.inpainted is not None
+            img = self.inpainted[frames]
+        return img.float() / 255.0
