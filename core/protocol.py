@@ -15,23 +15,41 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 PROTOCOL_VERSION = 1
 
 
 class Reporter:
-    """Writes protocol lines (mode "json") or human-readable progress (mode "text")."""
+    """Writes protocol lines (mode "json") or human-readable progress (mode "text").
 
-    def __init__(self, stream: IO[str], mode: str = "json") -> None:
+    When the reader has gone (Blender quit or crashed: a broken pipe), nothing more is written
+    and ``on_reader_gone`` is called once, so the worker can cancel cleanly instead of failing
+    on its next line.
+    """
+
+    def __init__(self, stream: IO[str], mode: str = "json", on_reader_gone: Callable[[], None] | None = None) -> None:
         if mode not in ("json", "text"):
             raise ValueError(f"progress mode must be 'json' or 'text', not {mode!r}")
         self.stream = stream
         self.mode = mode
         self.finished = False
+        self.reader_gone = False
+        self.on_reader_gone = on_reader_gone
         self._last_text = 0.0
 
     def _emit(self, obj: dict[str, Any]) -> None:
+        if self.reader_gone:
+            return
+        try:
+            self._write(obj)
+        except (BrokenPipeError, ConnectionResetError):
+            self.reader_gone = True
+            if self.on_reader_gone is not None:
+                self.on_reader_gone()
+
+    def _write(self, obj: dict[str, Any]) -> None:
         if self.mode == "json":
             self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
         else:

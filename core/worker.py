@@ -128,8 +128,13 @@ def main(args: argparse.Namespace) -> int:
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(logging.WARNING)
         logging.getLogger().addHandler(console)
-    reporter = Reporter(proto, args.progress)
     cancel = threading.Event()
+
+    def on_reader_gone() -> None:
+        log.warning("nobody reads the progress any more (the add-on has gone): cancelling")
+        cancel.set()
+
+    reporter = Reporter(proto, args.progress, on_reader_gone=on_reader_gone)
 
     def on_sigint(signum: int, frame: object) -> None:
         if cancel.is_set():  # second Ctrl-C: stop now

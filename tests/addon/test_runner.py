@@ -199,3 +199,51 @@ def test_presets_match_the_core():
     from core.protocol import PROTOCOL_VERSION
 
     assert runner.QUALITY_PRESETS == QUALITY_PRESETS and runner.PROTOCOL_VERSION == PROTOCOL_VERSION
+
+
+PARENT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.addon.troupe_extension import load_troupe_module
+runner = load_troupe_module("addon.runner")
+job = runner.Job.start(runner.JobSpec(python={python!r}, video={video!r}, job_dir={job!r}))
+job.poll(timeout=30)  # the start line
+print(job.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_worker_stops_when_blender_dies(fake_env_python, odd_dir, monkeypatch):
+    """Blender killed outright: the worker notices within seconds (--parent-pid) and ends cleanly."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("TEST_STAGE_DELAY", "10")
+    spec = make_spec(fake_env_python, odd_dir)
+    code = PARENT.format(root=str(ROOT), python=fake_env_python, video=spec.video, job=spec.job_dir)
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists(), "the worker outlived Blender"
+    log = (Path(spec.job_dir) / "troupe.log").read_text(encoding="utf-8")
+    # It notices by the broken pipe or by --parent-pid, whichever comes first, and cancels cleanly.
+    assert "cancelled; finished stages are kept" in log and "Traceback" not in log
+
+
+def test_the_worker_cancels_when_the_process_it_watches_ends(fake_env_python, odd_dir, monkeypatch):
+    """--parent-pid alone (the pipe stays open): the worker checks the process every second."""
+    import subprocess
+
+    monkeypatch.setenv("TEST_STAGE_DELAY", "10")
+    watched = subprocess.Popen(["sleep", "600"])
+    job = runner.Job.start(make_spec(fake_env_python, odd_dir, parent_pid=watched.pid))
+    wait_until(job, lambda j: j.stage == "second")
+    watched.kill()
+    watched.wait()
+    wait_until(job, lambda j: j.finished, timeout=15)
+    assert job.status == runner.CANCELLED
+    assert f"parent process {watched.pid} is gone: cancelling" in job.log_path.read_text(encoding="utf-8")
