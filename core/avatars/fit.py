@@ -336,6 +336,7 @@ class _Data:
     Ks: Tensor  # [T,3,3] (scaled to the working resolution)
     drawn: Tensor  # [T,P] bool: person drawn (motion visibility > 0; occluders must be drawn too)
     seen: Tensor  # [T,P] bool: person has mask pixels in the frame
+    area: np.ndarray  # (T,P) mask pixels of each person in each frame
     width: int
     height: int
 
@@ -372,10 +373,9 @@ def _prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, cfg:
     labels_t = torch.as_tensor(labels, device=device)
     plates = Plates(frames_t, dilate(labels_t > 0, cfg.mask_dilate), is_static(motion.camera))
     vis = np.stack([p.motion.visibility for p in motion.people], 1) > 0  # [T,P]
-    counts = (
-        torch.stack([torch.bincount(lab.flatten(), minlength=256) for lab in labels_t.long()]).cpu().numpy()
-    )
-    seen = counts[:, 1 : len(motion.people) + 1] > 0  # [T,P]
+    counts = torch.stack([torch.bincount(lab.flatten().long(), minlength=256) for lab in labels_t])
+    area = counts[:, 1 : len(motion.people) + 1].cpu().numpy()  # (T,P) mask pixels per person
+    seen = area > 0
     return _Data(
         frames=frames_t,
         labels=labels_t,
@@ -384,6 +384,7 @@ def _prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, cfg:
         Ks=torch.as_tensor(ks, dtype=torch.float32, device=device),
         drawn=torch.as_tensor(vis | seen, device=device),
         seen=torch.as_tensor(seen, device=device),
+        area=area,
         width=w,
         height=h,
     )
@@ -402,11 +403,9 @@ def initial_gaussians(motion: bundle.Bundle, data: _Data, train: list[int], cfg:
     """Gaussians on every person's rest surface, coloured from the frames where they are best seen."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("means", "quats", "scales", "opacities", "sh0", "shN",
                                                           "skin_logits", "anchors", "person", "skin_ids")}  # fmt: skip
-    labels = data.labels.cpu().numpy()
-    frames_np = data.frames.cpu().numpy()
     for i, person in enumerate(motion.people):
         s = M.sample_surface(person.rig, cfg.gaussians_per_person, rng, flatness=cfg.flatness)
-        area = np.array([(labels[t] == i + 1).sum() for t in train])
+        area = data.area[train, i]
         best = [train[j] for j in np.argsort(-area)[: cfg.init_color_frames] if area[j] > 0]
         if best:
             _, skin = bundle.forward_kinematics(person.rig.joints, person.rig.parents,
@@ -415,7 +414,8 @@ def initial_gaussians(motion: bundle.Bundle, data: _Data, train: list[int], cfg:
             blended = np.einsum("nk,tnkab->tnab", s.skin_weights, skin[:, s.skin_joints, :3, :3])
             nrm = np.einsum("tnab,nb->tna", blended, s.normals)
             nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
-            col, seen = M.project_colors(pts, nrm, frames_np[best], labels[best] == i + 1,
+            col, seen = M.project_colors(pts, nrm, data.frames[best].cpu().numpy(),
+                                         data.labels[best].cpu().numpy() == i + 1,
                                          data.Ks[best].cpu().numpy(), data.viewmats[best].cpu().numpy())  # fmt: skip
             if seen.any():
                 col[seen == 0] = col[seen > 0].mean(0)

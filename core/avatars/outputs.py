@@ -93,8 +93,7 @@ def contact_sheet(images: np.ndarray, columns: int = 4) -> np.ndarray:
 
 def best_frame(data: _Data, person: int, frames: list[int]) -> int:
     """The frame (of ``frames``) where the person's mask is largest."""
-    areas = [(int((data.labels[t] == person + 1).sum()), t) for t in frames]
-    return max(areas)[1]
+    return max((int(data.area[t, person]), t) for t in frames)[1]
 
 
 def write_outputs(result: AvatarResult, out_dir: Path | str) -> Path:
