@@ -156,8 +156,9 @@ def tick(key: int, timeout: float = 0.0) -> tuple[bool, list[runner.Job]]:
     if scene is not None:
         for job in finished:
             sync(scene, job)
-            if job.status == runner.DONE and scene.troupe.import_when_done:
-                import_result(scene)
+            if job.status == runner.DONE and scene.troupe.import_when_done and import_result(scene) is None:
+                if not bpy.app.background:  # one undo step for the import made from the timer
+                    bpy.ops.ed.undo_push(message="Troupe: import result")
         active = QUEUE.active(key)
         if active is not None and (changed or active.status in (runner.STARTING, runner.RUNNING)):
             sync(scene, active)
