@@ -97,9 +97,10 @@ def job_spec(context: Any, scene: Any, python: str = "") -> runner.JobSpec:
 
 
 def _set(st: Any, **values: Any) -> None:
-    """Write only what changed (every write tags the scene for an update)."""
+    """Write only what changed (every write tags the scene for an update; floats are stored in 32 bits)."""
     for name, value in values.items():
-        if getattr(st, name) != value:
+        old = getattr(st, name)
+        if (abs(old - value) > 1e-6) if isinstance(value, float) else old != value:
             setattr(st, name, value)
 
 
@@ -121,6 +122,8 @@ def sync(scene: Any, job: runner.Job) -> None:
         job_eta=-1.0 if eta is None else float(round(eta)),
         job_queued=len(QUEUE.waiting(scene_key(scene))),
     )
+    if job.status != runner.DONE:
+        _set(scene.troupe, job_imported=False)
 
 
 def submit(context: Any, scene: Any, python: str = "") -> runner.Job | None:
@@ -132,7 +135,6 @@ def submit(context: Any, scene: Any, python: str = "") -> runner.Job | None:
     if job is None:
         st.job_queued = len(QUEUE.waiting(key))
         return None
-    _set(st, job_imported=False)
     sync(scene, job)
     return job
 
