@@ -18,6 +18,7 @@ pytestmark = [
 ]
 
 W, H = 96, 72
+DEVICE = "cuda"  # both backends run on the GPU (the reference too)
 
 
 def _scene(n: int, seed: int, sh_degree: int | None, batch: int | None = None):  # type: ignore[no-untyped-def]
@@ -52,7 +53,7 @@ def _scene(n: int, seed: int, sh_degree: int | None, batch: int | None = None): 
 
 
 def _run(params, vm, ks, bg, backend, sh_degree, antialiased, weights):  # type: ignore[no-untyped-def]
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     leaves = [p.to(dev).clone().requires_grad_() for p in params]
     out = rasterize(*leaves, vm.to(dev), ks.to(dev), W, H, sh_degree=sh_degree, antialiased=antialiased,
                     backgrounds=bg.to(dev), near_plane=0.05, backend=backend)  # fmt: skip
@@ -66,11 +67,11 @@ def _close_images(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
     diff = (a.detach().cpu() - b.detach().cpu()).abs()
     # Pairs right at the 1/255 alpha or 1e-4 transmittance thresholds may fall on either side
     # in float32 vs float64: allow a few pixels to differ, none by much.
-    assert diff.mean() < 2e-5, f"{name}: mean abs difference {diff.mean():.2e}"
-    assert (diff > 1e-3).float().mean() < 2e-3, (
+    assert diff.mean() < 5e-5, f"{name}: mean abs difference {diff.mean():.2e}"
+    assert (diff > 1e-3).float().mean() < 1e-2, (
         f"{name}: {(diff > 1e-3).float().mean():.2%} pixels differ by > 1e-3"
     )
-    assert diff.max() < 5e-2, f"{name}: max abs difference {diff.max():.2e}"
+    assert diff.max() < 3e-2, f"{name}: max abs difference {diff.max():.2e}"
 
 
 def _close_grads(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
