@@ -1,7 +1,10 @@
 """BlazePose on numpy: the person detector (SSD anchors, 4 alignment keypoints) and the landmark model
 (33 body landmarks + 2 alignment points, presence score, 256x256 person segmentation), on any ROI.
 
-Convention: images BGR uint8 [H, W, 3]; points (x, y) in image pixels; a ROI is a rotated square
+Convention: images BGR uint8 [H, W, 3]; points (x, y) in image pixels with the project's pixel
+convention (pixel (r, c) covers [c, c+1) x [r, r+1), docs/formats.md), which is also MediaPipe's
+for normalised coordinates; OpenCV's warps put pixel centres at integers, so ``pixel_centre_matrix``
+converts an affine between the two. A ROI is a rotated square
 ``(cx, cy, size, angle)`` with angle in radians, counter-clockwise in the image as seen (y down),
 0 = upright person.
 """
@@ -93,6 +96,14 @@ def roi_matrix(roi: tuple[float, float, float, float], out_size: int) -> np.ndar
     return m
 
 
+def pixel_centre_matrix(m: np.ndarray) -> np.ndarray:
+    """The affine ``m`` (between continuous image planes, pixel edges at integers) for OpenCV's
+    warps, which address pixels by their centres: dst_c = m(src_c + 0.5) - 0.5."""
+    out = m.astype(np.float64).copy()
+    out[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    return out
+
+
 class PoseDetector:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         self.model = TFLiteModel(path, threads)
@@ -130,7 +141,7 @@ class Landmarks:
     presence: float  # how sure the model is a person is in the ROI, [0, 1]
     roi: tuple[float, float, float, float]
     seg: np.ndarray  # [256, 256] float32 person probability in the ROI crop
-    matrix: np.ndarray  # [2, 3] image -> crop affine
+    matrix: np.ndarray  # [2, 3] image -> crop affine for OpenCV warps (pixel_centre_matrix)
 
     def next_roi(self) -> tuple[float, float, float, float]:
         """ROI for the next frame from the alignment points (as MediaPipe tracks between detections)."""
@@ -162,7 +173,8 @@ class LandmarkModel:
 
     def __call__(self, img: np.ndarray, roi: tuple[float, float, float, float]) -> Landmarks:
         m = roi_matrix(roi, LM_SIZE)
-        crop = cv2.warpAffine(img, m, (LM_SIZE, LM_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        mc = pixel_centre_matrix(m)
+        crop = cv2.warpAffine(img, mc, (LM_SIZE, LM_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         outs = self.model((crop[..., ::-1].astype(np.float32) / 255.0)[None])
         # outputs by name: Identity [1,195] landmarks, Identity_1 [1,1] presence, Identity_2 [1,256,256,1]
         # segmentation logits, Identity_3 heatmap, Identity_4 world landmarks
@@ -173,4 +185,4 @@ class LandmarkModel:
         xy = lm[:, :2] @ inv[:, :2].T + inv[:, 2]
         vis = _sigmoid(lm[:, 3])
         pts = np.concatenate([xy, vis[:, None]], 1).astype(np.float32)
-        return Landmarks(pts, presence, roi, seg, m)
+        return Landmarks(pts, presence, roi, seg, mc)

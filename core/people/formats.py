@@ -13,8 +13,9 @@ Layout of ``<job>/people/`` (docs/formats.md, "People")::
     masks/%06d.png  one uint8 label map per frame (H,W): 0 = nobody, i+1 = person i (tracks.npz order)
     overlay.mp4     debug video: masks, ids, skeletons (not read by anything)
 
-Conventions: coordinates are pixels of the working frames (``ingest/frames``; x right, y down,
-pixel centres at integer coordinates); source pixel = working pixel / scale. A person absent from
+Conventions: coordinates are pixels of the working frames (``ingest/frames``; x right, y down;
+pixel (r, c) is the square [c, c+1) x [r, r+1), as everywhere in Troupe: docs/formats.md), so
+boxes' x1, y1 are one past the last column / row and source pixel = working pixel / scale. A person absent from
 frame t has NaN box and keypoints, confidence 0, visibility False and NaN occlusion. Masks are the
 visible (modal) parts, so they never overlap and a label map holds them all; a label PNG of a
 1280x720 frame is a few kB and decodes in about a millisecond.

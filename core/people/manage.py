@@ -38,7 +38,7 @@ def manage(tracks: Tracks, settings: ManageSettings) -> Managed:
     for i in np.flatnonzero(~alive):
         dropped.append({"track": tracks.names[i] if tracks.names else str(i), "frames": 0, "reason": "never visible"})
     if not tracks.keep_all:
-        min_frames = max(2, min(settings.min_frames, t // 4))
+        min_frames = max(1, min(settings.min_frames, t // 4))
         for i in np.flatnonzero(alive & (visible < min_frames)):
             alive[i] = False
             dropped.append({"track": _name(tracks, i), "frames": int(visible[i]),

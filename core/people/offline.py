@@ -325,8 +325,8 @@ def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progr
         labels = _resolve_masks(obs, h, w)
         keep = []
         for k, o in enumerate(obs):
-            if o.mask.sum() < 30:
-                continue
+            if o.mask.sum() < 30 or o.mask.sum() < 0.25 * (o.prob > 0.5).sum():
+                continue  # (almost) all of it belongs to a nearer person: a duplicate, or hidden
             hip_y = float(np.mean(o.lm.points[[23, 24], 1]))
             o.hist = appearance(img, o.mask, o.region, hip_y)
             keep.append(k)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.people.blazepose import _ANCHORS, _upright_angle, roi_matrix
+from core.people.blazepose import _ANCHORS, _upright_angle, pixel_centre_matrix, roi_matrix
 from core.people.formats import read_people
 from core.people.mediapipe_models import find_models
 from core.people.offline import _stitch, _Track, appearance_distance, human_score, plausible_pose
@@ -34,6 +34,8 @@ def test_roi_crop_puts_the_body_upright():
     d = c_top - c_hip
     assert abs(d[0]) < 1e-6 and d[1] < 0  # straight up in the crop
     assert np.hypot(*d) == pytest.approx(np.hypot(60, 60) * 256 / 200)
+    # OpenCV's warps address pixel centres: doubling the size moves pixel 0's centre to 0.5
+    assert np.allclose(pixel_centre_matrix(np.array([[2.0, 0, 0], [0, 2.0, 0]]))[:, 2], [0.5, 0.5])
 
 
 def _tracklet(i, frames, hist, x):
