@@ -34,7 +34,7 @@ from .. import bundle
 from . import model as M
 from .config import AvatarConfig
 from .plate import Plates, dilate, is_static
-from .raster import Render, rasterize, sh_to_color
+from .raster import Render, quat_to_rotmat, rasterize, sh_to_color
 
 log = logging.getLogger("troupe.avatars")
 
@@ -297,7 +297,7 @@ def densify_and_prune(avatars: Avatars, opt: torch.optim.Optimizer, state: Densi
     if ns:
         # Two samples from each split Gaussian, each 1.6x smaller (3DGS / gsplat rule).
         sl = slice(len(clone_idx), None)
-        rot = M.quat_to_rotmat(p["quats"].detach()[src[sl]])
+        rot = quat_to_rotmat(p["quats"].detach()[src[sl]])
         sd = torch.exp(scales[sl])
         noise = torch.randn(sd.shape, generator=gen, device=sd.device) * sd
         means[sl] = means[sl] + (rot @ noise[..., None])[..., 0]

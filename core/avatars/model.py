@@ -22,9 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import bundle
-from .raster import quat_to_rotmat, rgb_to_sh0
-
-__all__ = ["quat_to_rotmat"]  # re-exported: the avatar code takes its rotations from here
+from .raster import rgb_to_sh0
 
 # --------------------------------------------------------------------------------------
 # Rotations

@@ -40,17 +40,16 @@ def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return m
 
 
-def orbit_cameras(center: np.ndarray, world_to_cam: np.ndarray, views: int) -> np.ndarray:
-    """(views,4,4) cameras on a horizontal circle around ``center``, starting at the given camera
-    (same distance and height), looking at the centre."""
+def orbit_cameras(center: np.ndarray, world_to_cam: np.ndarray, views: int, radius: float,
+                  height: float = 0.3) -> np.ndarray:  # fmt: skip
+    """(views,4,4) cameras on a horizontal circle of ``radius`` around ``center``, ``height`` above
+    it, looking at it; the first one on the side of the given camera."""
     eye0 = -world_to_cam[:3, :3].T @ world_to_cam[:3, 3]
-    off = eye0 - center
-    radius = max(float(np.hypot(off[0], off[2])), 0.5)
-    a0 = math.atan2(off[0], off[2])
+    a0 = math.atan2(eye0[0] - center[0], eye0[2] - center[2])
     out = []
     for k in range(views):
         a = a0 + 2 * math.pi * k / views
-        eye = center + np.array([radius * math.sin(a), off[1], radius * math.cos(a)])
+        eye = center + np.array([radius * math.sin(a), height, radius * math.cos(a)])
         out.append(look_at(eye, center))
     return np.stack(out)
 
@@ -63,10 +62,15 @@ def _to_bgr8(img: torch.Tensor) -> np.ndarray:
 def render_orbit(
     avatars: Avatars, data: _Data, person: int, frame: int, views: int, sh_degree: int
 ) -> np.ndarray:
-    """Novel views (views,H,W,3) uint8 RGB of one person at ``frame`` on a white background."""
+    """Novel views (views,H,W,3) uint8 RGB of one person at ``frame`` on a white background, with the
+    frame's intrinsics, from a circle around the pelvis."""
     tr = avatars.transforms(torch.tensor([frame], device=avatars.device))[0, person, 0]  # pelvis [4,4]
     pelvis = tr[:3, :3] @ avatars.joints[person, 0] + tr[:3, 3]  # the orbit's centre
-    vm = orbit_cameras(pelvis.cpu().double().numpy(), data.viewmats[frame].cpu().double().numpy(), views)
+    # Close enough that 2.4 m of height fill the image (the whole person, with a margin).
+    radius = max(1.0, 2.4 * float(data.Ks[frame, 1, 1]) / data.height)
+    vm = orbit_cameras(
+        pelvis.cpu().double().numpy(), data.viewmats[frame].cpu().double().numpy(), views, radius
+    )
     vm_t = torch.as_tensor(vm, dtype=torch.float32, device=avatars.device)[:, None]
     ks = data.Ks[frame][None, None].expand(views, 1, 3, 3)
     frames = torch.full((views,), frame, device=avatars.device)

@@ -9,6 +9,7 @@ import torch
 from core import bundle
 from core.avatars import model as M
 from core.avatars.plate import Plates, dilate, is_static
+from core.avatars.raster import quat_to_rotmat
 from core.avatars.synthetic import PART_COLORS, make_scene, mannequin_rig
 
 
@@ -54,8 +55,8 @@ def test_skinning_matches_skin_points_and_turns_orientations_with_the_joints() -
         torch.tensor(pts), quats, torch.tensor(one), torch.tensor(w1), torch.tensor(skin)
     )
     r_joint = skin[:, 7, :3, :3]
-    expect = np.einsum("tab,nbc->tnac", r_joint, M.quat_to_rotmat(quats).numpy())
-    assert np.allclose(M.quat_to_rotmat(q_posed).numpy(), expect, atol=1e-10)
+    expect = np.einsum("tab,nbc->tnac", r_joint, quat_to_rotmat(quats).numpy())
+    assert np.allclose(quat_to_rotmat(q_posed).numpy(), expect, atol=1e-10)
 
 
 def test_rotation_conversions_round_trip_including_half_turns() -> None:
@@ -65,7 +66,7 @@ def test_rotation_conversions_round_trip_including_half_turns() -> None:
     r = M.axis_angle_to_matrix(torch.tensor(rv))
     assert np.allclose(r.numpy(), bundle.axis_angle_to_matrix(rv), atol=1e-12)
     q = M.matrix_to_quat(r)
-    assert torch.allclose(M.quat_to_rotmat(q), r, atol=1e-10)
+    assert torch.allclose(quat_to_rotmat(q), r, atol=1e-10)
     v = torch.tensor(rng.normal(size=(500, 3)))
     assert torch.allclose(M.quat_rotate(q, v), (r @ v[..., None])[..., 0], atol=1e-10)
     # Rodrigues has finite gradients at the zero rotation (the rest pose).
@@ -80,7 +81,7 @@ def test_surface_samples_lie_flat_on_the_mesh_with_normalised_skin() -> None:
     assert s.points.shape == (2000, 3) and s.skin_joints.shape == (2000, bundle.SPLAT_SKIN_K)
     assert np.allclose(s.skin_weights.sum(1), 1.0)
     # The splat's local z axis is the surface normal and the normal scale is the smallest.
-    z_axis = M.quat_to_rotmat(torch.tensor(s.quats)).numpy()[:, :, 2]
+    z_axis = quat_to_rotmat(torch.tensor(s.quats)).numpy()[:, :, 2]
     assert np.allclose(np.abs(np.sum(z_axis * s.normals, 1)), 1.0, atol=1e-6)
     assert np.allclose(s.log_scales[:, 2] - s.log_scales[:, 0], np.log(0.2))
     # Points sit on the mesh: each within the bounding box of the rest vertices, close to a vertex.
