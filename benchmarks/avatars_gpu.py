@@ -5,6 +5,9 @@ installed and a scene made with ``python -m core synth --people 2 --frames 300 -
 
     MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python benchmarks/avatars_gpu.py --scene SCENE --out $OUT
 
+(or in two calls, ``--steps compile`` then ``--steps parity,speed,fit``, with the same
+``TORCH_EXTENSIONS_DIR`` so the second finds the compiled kernels; docs/avatars.md has the lines).
+
 Steps (each result lands in OUT, also when a later step fails):
     1. compiles gsplat's CUDA kernels (first use; minutes) and records the time;
     2. runs ``tests/core/test_raster_gpu.py`` (gsplat vs the torch reference) -> raster_parity.txt;
