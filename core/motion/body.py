@@ -1,0 +1,122 @@
+"""A differentiable SMPL-X that poses only the vertices the fit needs.
+
+``BodyModel.forward`` (``smplx``) poses all 10475 vertices of every body in the batch; the fit
+needs the 55 joints, the face and foot points and a few hundred surface samples. ``SparseBody``
+takes the same model buffers from the loaded ``smplx`` layer and runs the same linear blend
+skinning (``smplx.lbs.batch_rodrigues`` / ``batch_rigid_transform``, pose correctives
+included) on a subset of vertices, so a 300-frame, several-person batch is cheap on CPU.
+On the selected vertices and the joints it agrees with ``BodyModel.forward`` to float precision
+(tests/core/test_motion_body.py checks it).
+
+Convention: pose layout ``bundle.POSE_PARTS`` (global 3, body 63, jaw, eyes, hands 45+45);
+only global orient and body pose are posed here (jaw, eyes and hands are kept at zero = flat
+hands, as ``flat_hand_mean=True``), which is what 2D body keypoints determine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+from .. import keypoints as kp
+
+# SMPL-X vertex ids of the feet (as smplx.vertex_ids["smplx"]): big toe, small toe, heel; left then right.
+FOOT_VERTICES: tuple[int, ...] = (5770, 5780, 8846, 8463, 8474, 8635)
+NUM_BODY_JOINTS = 22  # pelvis + 21 body joints (the part 2D body keypoints determine)
+
+
+@dataclass
+class BodyOutput:
+    joints: torch.Tensor  # [B, 55, 3]
+    coco: torch.Tensor  # [B, 17, 3] COCO-17 points (core.keypoints order)
+    feet: torch.Tensor  # [B, 6, 3] FOOT_VERTICES
+    surface: torch.Tensor  # [B, S, 3] surface samples (SparseBody.surface_ids)
+
+
+class SparseBody(torch.nn.Module):
+    """SMPL-X posing restricted to joints + selected vertices.
+
+    Args:
+        model: a loaded ``core.body.model.BodyModel``.
+        num_surface: how many surface vertices to sample (evenly over the mesh, fixed seed).
+        device: torch device.
+    """
+
+    def __init__(self, model, num_surface: int = 384, device: str | torch.device = "cpu") -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        layer = model.layer
+        nv = model.num_vertices
+        rng = np.random.default_rng(0)
+        surface = np.sort(rng.choice(nv, size=min(num_surface, nv), replace=False))
+        face_ids = [idx for src, idx in kp.COCO17_FROM_SMPLX if src == "vertex"]
+        ids = np.concatenate([face_ids, FOOT_VERTICES, surface]).astype(np.int64)
+        self.num_face = len(face_ids)
+        self.surface_ids = surface
+        self.vertex_ids = ids
+        f32 = dict(dtype=torch.float32, device=device)
+        v_t = layer.v_template.detach().to(**f32)
+        sd = layer.shapedirs.detach().to(**f32)[..., : model.num_betas]  # [V,3,nb]
+        jreg = layer.J_regressor.detach().to(**f32)  # [55,V]
+        self.register_buffer("j_template", jreg @ v_t)  # [55,3]
+        self.register_buffer("j_shapedirs", torch.einsum("jv,vcb->jcb", jreg, sd))  # [55,3,nb]
+        sel = torch.as_tensor(ids, device=device)
+        self.register_buffer("v_template", v_t[sel])  # [S,3]
+        self.register_buffer("v_shapedirs", sd[sel])  # [S,3,nb]
+        pd = layer.posedirs.detach().to(**f32)  # [486? (J-1)*9, V*3]
+        pd = pd.reshape(pd.shape[0], nv, 3)[:, sel].reshape(pd.shape[0], -1)
+        self.has_posedirs = bool(torch.any(pd != 0))
+        self.register_buffer("posedirs", pd)  # [(J-1)*9, S*3]
+        self.register_buffer("weights", layer.lbs_weights.detach().to(**f32)[sel])  # [S,55]
+        parents = layer.parents.detach().clone().long().to(device)
+        self.register_buffer("parents", parents)
+        self.num_betas = model.num_betas
+        # COCO face keypoints are the first vertices of the subset, body keypoints are joints.
+        body = [i for i, (src, _) in enumerate(kp.COCO17_FROM_SMPLX) if src == "joint"]
+        face = [i for i, (src, _) in enumerate(kp.COCO17_FROM_SMPLX) if src == "vertex"]
+        self._body_ids = [kp.COCO17_FROM_SMPLX[i][1] for i in body]
+        self._coco_order = np.argsort(face + body).tolist()
+
+    def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
+        """[B, nb] betas -> [B, 55, 3] rest joints (zero pose, no translation)."""
+        return self.j_template + torch.einsum("jcb,nb->njc", self.j_shapedirs, betas)
+
+    def forward(
+        self,
+        betas: torch.Tensor,
+        global_rot: torch.Tensor,
+        body_pose: torch.Tensor,
+        transl: torch.Tensor,
+        surface: bool = True,
+    ) -> BodyOutput:
+        """Pose bodies.
+
+        Args:
+            betas: [B, nb] shape coefficients.
+            global_rot: [B, 3, 3] root rotation (SMPL-X ``global_orient`` as a matrix).
+            body_pose: [B, 63] axis-angle of the 21 body joints; jaw, eyes and hands stay at zero.
+            transl: [B, 3] SMPL-X ``transl`` (the root rotates about its rest position, then moves by it).
+            surface: pose the surface samples too (else ``BodyOutput.surface`` is empty).
+        """
+        b = body_pose.shape[0]
+        pose = body_pose
+        full = torch.zeros(b, 54, 3, dtype=pose.dtype, device=pose.device)
+        full[:, : NUM_BODY_JOINTS - 1] = pose.reshape(b, NUM_BODY_JOINTS - 1, 3)
+        rot = torch.cat([global_rot[:, None], batch_rodrigues(full.reshape(-1, 3)).reshape(b, 54, 3, 3)], dim=1)
+        joints_rest = self.rest_joints(betas)
+        n = len(self.vertex_ids) if surface else self.num_face + len(FOOT_VERTICES)
+        v_shaped = self.v_template[:n] + torch.einsum("scb,nb->nsc", self.v_shapedirs[:n], betas)
+        if self.has_posedirs:
+            eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
+            feat = (rot[:, 1:] - eye).reshape(b, -1)
+            v_shaped = v_shaped + (feat @ self.posedirs[:, : 3 * n]).reshape(b, -1, 3)
+        posed_joints, rel = batch_rigid_transform(rot, joints_rest, self.parents, dtype=pose.dtype)
+        tr = torch.einsum("sj,njab->nsab", self.weights[:n], rel)  # [B,n,4,4]
+        verts = torch.einsum("nsab,nsb->nsa", tr[..., :3, :3], v_shaped) + tr[..., :3, 3]
+        verts = verts + transl[:, None]
+        joints = posed_joints + transl[:, None]
+        nf = self.num_face
+        coco = torch.cat([verts[:, :nf], joints[:, self._body_ids]], dim=1)[:, self._coco_order]
+        return BodyOutput(joints=joints, coco=coco, feet=verts[:, nf : nf + 6], surface=verts[:, nf + 6 :])

@@ -1,0 +1,542 @@
+"""Multi-person SMPL-X fitting to 2D keypoints (and masks) over a whole clip, batched.
+
+Every person and frame is one row of a batch: parameters are tensors ``[P, T, ...]`` and
+each step poses all P*T bodies at once (``SparseBody``), so the same code runs on CPU and GPU
+(``device``). Stages:
+
+1. ``rigid``: per frame, root rotation + translation from the torso and face keypoints, for
+   four yaw hypotheses at once; a Viterbi pass over frames picks one per frame (left/right
+   labels and the face say which way a person faces).
+2. ``pose``: body pose, one shape per person, rotation and translation, with priors and
+   temporal smoothness, in the frame given by the cameras (the camera frame at first).
+3. ``ground``: the floor plane from the lowest foot points, then the bodies and cameras are
+   moved into the world frame (+Y up, floor y = 0).
+4. ``world``: everything again with floor, foot-contact, between-people (interpenetration,
+   depth order from masks) and silhouette terms, cameras fixed.
+
+Convention: cameras are OpenCV (x right, y down, +z forward), ``K [T,3,3]`` in pixels,
+``world_to_cam [T,4,4]``. Keypoints ``[P, T, 17, 3]`` are COCO-17 (x, y, confidence) in pixels
+(``core.keypoints``), confidence 0 where missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from smplx.lbs import batch_rodrigues
+
+from .body import BodyOutput, SparseBody
+from .priors import Priors, first_difference, gmof, second_difference
+
+log = logging.getLogger("troupe.motion")
+
+# COCO-17 indices used to place and orient a body before its pose is known.
+TORSO = (5, 6, 11, 12)  # shoulders, hips
+RIGID = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # face + torso
+# Weight of each COCO-17 keypoint in the fit: SMPL-X hip joints sit higher and further in
+# than annotated hips (core.keypoints), so they count less.
+KEYPOINT_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1], np.float32)
+
+
+@dataclass
+class FitConfig:
+    """Weights and iteration counts of the fit (``quality`` presets scale the iterations)."""
+
+    iters_rigid: int = 40  # root-only iterations per yaw hypothesis
+    iters_pose: int = 250  # full-body iterations in the camera frame
+    iters_world: int = 200  # iterations in the world frame with floor / contact / people terms
+    lr: float = 0.04  # Adam learning rate (radians, metres, betas)
+    kp_sigma: float = 0.3  # robust scale of keypoint residuals, as a fraction of the person's size in pixels
+    w_kp: float = 1.0  # reprojection
+    w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
+    w_pose: float = 2e-3  # L2 of the body pose
+    w_shape: float = 5e-3  # L2 of betas
+    w_smooth: float = 5.0  # joint acceleration (m/frame^2)^2
+    w_smooth_pose: float = 0.5  # pose velocity (rad/frame)^2
+    w_floor: float = 5.0  # lowest foot point to the floor (robust; jumps pay little)
+    w_ground: float = 100.0  # points below the floor
+    w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
+    w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
+    w_depth_order: float = 20.0  # who is in front where masks say so
+    w_silhouette: float = 0.5  # body surface outside the person's (or an occluder's) mask
+    contact_height: float = 0.06  # a foot point this close to the floor (m) may be in contact
+    contact_speed: float = 0.015  # and moving slower than this (m/frame)
+    min_confidence: float = 0.2  # keypoints below this confidence are ignored
+    optimizer: str = "lbfgs"  # lbfgs (20 inner iterations per outer step) | adam
+    device: str = "cpu"
+
+
+@dataclass
+class Observations:
+    """What the fit is given (numpy; the fitter moves it to the device).
+
+    keypoints: [P, T, 17, 3] COCO-17 x, y (pixels), confidence.
+    K: [T, 3, 3]; world_to_cam: [T, 4, 4] (identity for "camera frame").
+    labels: optional [T, h, w] int person-index map (0 = background, p+1 = person p) at a
+        reduced resolution; ``label_scale`` = h / image height.
+    """
+
+    keypoints: np.ndarray
+    K: np.ndarray
+    world_to_cam: np.ndarray
+    image_size: tuple[int, int]
+    labels: np.ndarray | None = None
+    label_scale: float = 1.0
+
+    @property
+    def num_people(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.keypoints.shape[1])
+
+
+@dataclass
+class FitState:
+    """Fitted parameters (numpy). Rotations as matrices; ``transl`` is SMPL-X's."""
+
+    betas: np.ndarray  # [P, nb]
+    global_rot: np.ndarray  # [P, T, 3, 3]
+    body_pose: np.ndarray  # [P, T, 63]
+    transl: np.ndarray  # [P, T, 3]
+    world_to_cam: np.ndarray  # [T, 4, 4]
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------
+# small geometry helpers
+# ------------------------------------------------------------------------------------------
+
+
+def relaxed_pose() -> np.ndarray:
+    """[63] body pose to start from: arms down by the sides (the rest pose is a T-pose)."""
+    pose = np.zeros((21, 3))
+    pose[15, 2] = -1.2  # left shoulder (joint 16): arm down
+    pose[16, 2] = 1.2  # right shoulder (joint 17)
+    return pose.reshape(63)
+
+
+def facing_rotation(yaw: float) -> np.ndarray:
+    """Body-to-camera rotation of an upright person facing the camera, turned by ``yaw`` about
+    their own vertical axis (OpenCV camera: body +y up -> camera -y, body +z forward -> camera -z)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    r_yaw = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.diag([1.0, -1.0, -1.0]) @ r_yaw
+
+
+def person_scale(kps: np.ndarray, min_conf: float) -> np.ndarray:
+    """[P, T, 17, 3] -> [P, T] size of each person in pixels (diagonal of the confident
+    keypoints' box), filled over time where too few keypoints are seen."""
+    vis = kps[..., 2] >= min_conf
+    big = 1e9
+    x = np.where(vis, kps[..., 0], np.nan)
+    y = np.where(vis, kps[..., 1], np.nan)
+    with np.errstate(all="ignore"), _quiet_nan():
+        w = np.nanmax(x, -1) - np.nanmin(x, -1)
+        h = np.nanmax(y, -1) - np.nanmin(y, -1)
+    size = np.sqrt(np.nan_to_num(w) ** 2 + np.nan_to_num(h) ** 2)
+    size[vis.sum(-1) < 3] = np.nan
+    out = np.empty_like(size)
+    for p in range(size.shape[0]):
+        out[p] = _fill_nan_1d(size[p], default=big)
+    out[out >= big] = 100.0
+    return np.maximum(out, 10.0)
+
+
+class _quiet_nan:
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
+
+
+def _fill_nan_1d(a: np.ndarray, default: float) -> np.ndarray:
+    """Linear interpolation over NaNs, nearest value at the ends, ``default`` if all NaN."""
+    ok = np.isfinite(a)
+    if not ok.any():
+        return np.full_like(a, default)
+    idx = np.arange(len(a))
+    return np.interp(idx, idx[ok], a[ok])
+
+
+def init_translation(
+    kps: np.ndarray, K: np.ndarray, rest_joints: np.ndarray, rest_coco: np.ndarray, min_conf: float
+) -> np.ndarray:
+    """Pelvis positions in the camera frame from the torso's size in pixels.
+
+    Args:
+        kps: [P, T, 17, 3]; K: [T, 3, 3]; rest_joints: [55, 3] mean-shape rest joints;
+        rest_coco: [17, 3] COCO points of the mean shape at rest.
+
+    Returns:
+        [P, T, 3] pelvis positions (camera frame), interpolated over frames without a torso.
+    """
+    pairs = [(5, 11), (6, 12), (5, 6), (11, 12), (5, 12), (6, 11)]
+    num_p, num_t = kps.shape[:2]
+    out = np.full((num_p, num_t, 3), np.nan)
+    f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    for p in range(num_p):
+        for t in range(num_t):
+            k = kps[p, t]
+            # torso height (shoulder-hip) does not shrink when a person turns; shoulder width does
+            ratios = []
+            for a, b in pairs:
+                if k[a, 2] >= min_conf and k[b, 2] >= min_conf:
+                    l2d = np.linalg.norm(k[a, :2] - k[b, :2])
+                    l3d = np.linalg.norm(rest_coco[a] - rest_coco[b])
+                    if l2d > 2:
+                        ratios.append(l3d / l2d)
+            if not ratios:
+                continue
+            z = f[t] * max(ratios[:2]) if len(ratios) >= 2 else f[t] * max(ratios)
+            seen = [i for i in (11, 12, 5, 6) if k[i, 2] >= min_conf]
+            hips = [i for i in (11, 12) if k[i, 2] >= min_conf]
+            use = hips or seen
+            uv = k[use, :2].mean(0)
+            ray = np.linalg.solve(K[t], np.array([uv[0], uv[1], 1.0]))
+            centre = ray * z
+            if not hips:  # only shoulders: the pelvis is about a torso length below
+                centre = centre + np.array([0.0, rest_joints[12, 1] - rest_joints[0, 1], 0.0]) * 0.8
+            out[p, t] = centre
+        for c in range(3):
+            out[p, :, c] = _fill_nan_1d(out[p, :, c], default=[0.0, 0.0, 4.0][c])
+    return out
+
+
+def rotation_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Geodesic angle between rotation matrices [..., 3, 3]."""
+    tr = np.einsum("...ij,...ij->...", a, b)
+    return np.arccos(np.clip((tr - 1) / 2, -1, 1))
+
+
+def viterbi(cost: np.ndarray, switch: np.ndarray) -> np.ndarray:
+    """Pick one state per frame: ``cost`` [T, H] per-frame costs, ``switch`` [T-1, H, H] costs
+    of going from state i at t to j at t+1. Returns [T] state indices."""
+    num_t, num_h = cost.shape
+    acc = cost[0].copy()
+    back = np.zeros((num_t, num_h), np.int64)
+    for t in range(1, num_t):
+        tot = acc[:, None] + switch[t - 1]
+        back[t] = np.argmin(tot, 0)
+        acc = tot[back[t], np.arange(num_h)] + cost[t]
+    states = np.zeros(num_t, np.int64)
+    states[-1] = int(np.argmin(acc))
+    for t in range(num_t - 1, 0, -1):
+        states[t - 1] = back[t, states[t]]
+    return states
+
+
+def rigid_transform_bodies(
+    rest_pelvis: np.ndarray, global_rot: np.ndarray, transl: np.ndarray, g_rot: np.ndarray, g_t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move SMPL-X bodies by x -> g_rot x + g_t.
+
+    SMPL-X rotates about the rest pelvis ``J0`` then adds ``transl``, so the new parameters are
+    ``R' = g_rot R`` and ``transl' = g_rot (J0 + transl) + g_t - J0``.
+
+    Args:
+        rest_pelvis: [P, 3]; global_rot: [P, T, 3, 3]; transl: [P, T, 3];
+        g_rot: [3, 3] or [T, 3, 3]; g_t: [3] or [T, 3].
+    """
+    g_rot = np.broadcast_to(g_rot, (global_rot.shape[1], 3, 3))
+    g_t = np.broadcast_to(g_t, (global_rot.shape[1], 3))
+    new_rot = np.einsum("tab,ptbc->ptac", g_rot, global_rot)
+    j0 = rest_pelvis[:, None, :]
+    new_t = np.einsum("tab,ptb->pta", g_rot, j0 + transl) + g_t[None] - j0
+    return new_rot, new_t
+
+
+# ------------------------------------------------------------------------------------------
+# The fitter
+# ------------------------------------------------------------------------------------------
+
+
+class Fitter:
+    """Holds the parameters of P tracks over T frames and runs the optimisation stages."""
+
+    def __init__(self, body: SparseBody, obs: Observations, config: FitConfig, state: FitState) -> None:
+        self.body = body
+        self.cfg = config
+        self.obs = obs
+        dev = torch.device(config.device)
+        self.device = dev
+        f32 = dict(dtype=torch.float32, device=dev)
+        kps = obs.keypoints.astype(np.float32)
+        conf = kps[..., 2] * (kps[..., 2] >= config.min_confidence) * KEYPOINT_WEIGHTS
+        self.kp_xy = torch.as_tensor(kps[..., :2], **f32)
+        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17]
+        self.scale = torch.as_tensor(person_scale(obs.keypoints, config.min_confidence), **f32)  # [P,T]
+        self.K = torch.as_tensor(obs.K, **f32)
+        self.w2c = torch.as_tensor(state.world_to_cam, **f32)
+        self.num_p, self.num_t = kps.shape[:2]
+        self.betas = torch.as_tensor(state.betas, **f32).requires_grad_(True)
+        self.rot_base = torch.as_tensor(state.global_rot, **f32)
+        self.d_rot = torch.zeros(self.num_p, self.num_t, 3, **f32).requires_grad_(True)
+        self.body_pose = torch.as_tensor(state.body_pose, **f32).requires_grad_(True)
+        self.transl = torch.as_tensor(state.transl, **f32).requires_grad_(True)
+        self.priors = Priors(dev)
+        self.labels = None
+        if obs.labels is not None:
+            self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
+            self._prepare_masks()
+
+    # -- forward -------------------------------------------------------------------------
+
+    def global_rot(self) -> torch.Tensor:
+        d = batch_rodrigues(self.d_rot.reshape(-1, 3)).reshape(self.num_p, self.num_t, 3, 3)
+        return self.rot_base @ d
+
+    def pose_bodies(self, surface: bool = True) -> BodyOutput:
+        p, t = self.num_p, self.num_t
+        betas = self.betas[:, None].expand(p, t, -1).reshape(p * t, -1)
+        rot = self.global_rot().reshape(-1, 3, 3)
+        out = self.body(betas, rot, self.body_pose.reshape(-1, 63), self.transl.reshape(-1, 3), surface=surface)
+        return BodyOutput(*(x.reshape(p, t, *x.shape[1:]) for x in (out.joints, out.coco, out.feet, out.surface)))
+
+    def to_camera(self, pts: torch.Tensor) -> torch.Tensor:
+        """[P, T, N, 3] world points -> camera frame."""
+        r = self.w2c[:, :3, :3]
+        tr = self.w2c[:, :3, 3]
+        return torch.einsum("tab,ptnb->ptna", r, pts) + tr[None, :, None]
+
+    def project(self, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[P, T, N, 3] world points -> pixels [P, T, N, 2] and depth [P, T, N]."""
+        pc = self.to_camera(pts)
+        z = pc[..., 2]
+        zc = torch.clamp(z, min=0.05)
+        uvw = torch.einsum("tab,ptnb->ptna", self.K, pc)
+        return uvw[..., :2] / zc[..., None], z
+
+    # -- loss terms -------------------------------------------------------------------------
+
+    def keypoint_term(self, out: BodyOutput, subset: tuple[int, ...] | None = None) -> torch.Tensor:
+        """[P, T] confidence-weighted robust reprojection error (normalised by person size)."""
+        uv, z = self.project(out.coco)
+        res = ((uv - self.kp_xy) ** 2).sum(-1) / self.scale[..., None] ** 2
+        w = self.kp_w
+        if subset is not None:
+            mask = torch.zeros(17, device=self.device)
+            mask[list(subset)] = 1
+            w = w * mask
+        behind = torch.relu(0.1 - z) ** 2 * 100  # keep points in front of the camera
+        return (w * gmof(res, self.cfg.kp_sigma)).sum(-1) + behind.sum(-1)
+
+    def smooth_term(self, out: BodyOutput) -> torch.Tensor:
+        j = out.joints[:, :, :22]
+        acc = (second_difference(j) ** 2).sum((-1, -2)).sum(-1) if self.num_t > 2 else j.sum((1, 2, 3)) * 0
+        vel = (first_difference(self.body_pose) ** 2).sum(-1).sum(-1) if self.num_t > 1 else acc * 0
+        return self.cfg.w_smooth * acc + self.cfg.w_smooth_pose * vel  # [P]
+
+    def prior_term(self) -> torch.Tensor:
+        c = self.cfg
+        per_frame = c.w_limits * self.priors.joint_limits(self.body_pose) + c.w_pose * self.priors.pose_l2(self.body_pose)
+        return per_frame.sum(-1) + c.w_shape * self.num_t * self.priors.shape_l2(self.betas)  # [P]
+
+    def floor_terms(self, out: BodyOutput, contact: torch.Tensor | None) -> torch.Tensor:
+        """Floor (y = 0) terms in the world frame. ``contact`` [P, T, 6] weights of foot points."""
+        c = self.cfg
+        feet_y = out.feet[..., 1]
+        low = torch.min(feet_y, dim=-1).values
+        floor = c.w_floor * gmof(low**2, 0.1).sum(-1)
+        below = torch.cat([out.feet[..., 1], out.surface[..., 1], out.joints[:, :, :22, 1]], dim=-1)
+        ground = c.w_ground * (torch.relu(-below) ** 2).sum((-1, -2))
+        total = floor + ground
+        if contact is not None and self.num_t > 1:
+            vel = first_difference(out.feet)  # [P,T-1,6,3]
+            w = torch.minimum(contact[:, 1:], contact[:, :-1])
+            slide = (w * (vel**2).sum(-1)).sum((-1, -2))
+            lift = (contact * feet_y**2).sum((-1, -2))
+            total = total + c.w_contact * (slide + 0.1 * lift)
+        return total
+
+    def people_term(self, out: BodyOutput) -> torch.Tensor:
+        """Sphere-overlap penalty between every pair of people (same frame)."""
+        if self.num_p < 2:
+            return torch.zeros((), device=self.device)
+        centres, radii = body_spheres(out.joints)
+        total = torch.zeros((), device=self.device)
+        for a in range(self.num_p):
+            for b in range(a + 1, self.num_p):
+                d = torch.cdist(centres[a], centres[b])  # [T,S,S]
+                overlap = torch.relu(radii[:, None] + radii[None, :] - d)
+                total = total + (overlap**2).sum()
+        return self.cfg.w_people * total
+
+    # -- masks ------------------------------------------------------------------------------
+
+    def _prepare_masks(self) -> None:
+        """Distance (in label pixels) to the region where each person may appear: their own mask
+        or any other person's (who may hide them)."""
+        import cv2
+
+        labels = self.obs.labels
+        assert labels is not None
+        num_t, h, w = labels.shape
+        field_ = np.zeros((self.num_p, num_t, h, w), np.float32)
+        has = np.zeros((self.num_p, num_t), bool)
+        for t in range(num_t):
+            people = labels[t] > 0
+            for p in range(self.num_p):
+                has[p, t] = bool((labels[t] == p + 1).any())
+                if has[p, t]:
+                    field_[p, t] = cv2.distanceTransform((~people).astype(np.uint8), cv2.DIST_L2, 3)
+        self.mask_dist = torch.as_tensor(field_, device=self.device)
+        self.mask_has = torch.as_tensor(has, device=self.device)
+
+    def _sample(self, grid: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        """Bilinear sample [P, T, h, w] maps at pixel positions uv [P, T, N, 2] (image pixels)."""
+        h, w = grid.shape[-2:]
+        s = self.obs.label_scale
+        gx = (uv[..., 0] * s + 0.5) / w * 2 - 1
+        gy = (uv[..., 1] * s + 0.5) / h * 2 - 1
+        g = torch.stack([gx, gy], -1).reshape(-1, uv.shape[2], 1, 2)
+        out = torch.nn.functional.grid_sample(
+            grid.reshape(-1, 1, h, w), g, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        return out.reshape(uv.shape[:3])
+
+    def mask_terms(self, out: BodyOutput) -> torch.Tensor:
+        """Silhouette (surface projected outside the allowed region) and depth order (where a
+        person's surface falls on another person's mask, that person must be in front)."""
+        if self.labels is None:
+            return torch.zeros((), device=self.device)
+        c = self.cfg
+        uv, z = self.project(out.surface)  # [P,T,S,2], [P,T,S]
+        dist = self._sample(self.mask_dist, uv) / self.obs.label_scale  # in image pixels
+        sil = (gmof((dist / self.scale[..., None]) ** 2, 0.2) * self.mask_has[..., None]).sum()
+        total = c.w_silhouette * sil
+        if self.num_p > 1:
+            h, w = self.labels.shape[-2:]
+            s = self.obs.label_scale
+            ix = (uv[..., 0] * s).long().clamp(0, w - 1)
+            iy = (uv[..., 1] * s).long().clamp(0, h - 1)
+            t_idx = torch.arange(self.num_t, device=self.device)[None, :, None].expand_as(ix)
+            lab = self.labels[t_idx, iy, ix]  # [P,T,S] label under each projected point
+            order = torch.zeros((), device=self.device)
+            for a in range(self.num_p):
+                for b in range(self.num_p):
+                    if a == b:
+                        continue
+                    on_b = (lab[a] == b + 1).float()  # [T,S] a's points covered by b's mask
+                    if not bool(on_b.any()):
+                        continue
+                    d2 = torch.cdist(uv[a].detach(), uv[b].detach())  # [T,S,S]
+                    nearest = d2.argmin(-1)  # b's point under a's point
+                    zb = torch.gather(z[b], 1, nearest)
+                    order = order + (on_b * torch.relu(zb + 0.05 - z[a]) ** 2).sum()
+            total = total + c.w_depth_order * order
+        return total
+
+    # -- optimisation --------------------------------------------------------------------------
+
+    def run(
+        self,
+        stage: str,
+        iters: int,
+        params: list[torch.Tensor],
+        progress: Callable[[float], None] | None = None,
+    ) -> dict[str, float]:
+        """Optimise ``params`` for ``iters`` steps of Adam on the ``stage`` loss."""
+        contact = None
+        norm = float(max(self.num_p * self.num_t, 1))
+        terms: dict[str, torch.Tensor] = {}
+        if self.cfg.optimizer == "lbfgs":
+            opt: torch.optim.Optimizer = torch.optim.LBFGS(
+                params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
+            )
+        else:
+            opt = torch.optim.Adam(params, lr=self.cfg.lr)
+        outer = max(iters // 20, 1) if self.cfg.optimizer == "lbfgs" else iters
+        for it in range(outer):
+            if stage == "world" and (self.cfg.optimizer == "lbfgs" or it % 25 == 0):
+                with torch.no_grad():
+                    contact = self.contact_weights(self.pose_bodies())
+
+            def closure(contact: torch.Tensor | None = contact) -> torch.Tensor:
+                nonlocal terms
+                opt.zero_grad(set_to_none=True)
+                terms = self.loss_terms(stage, self.pose_bodies(surface=stage == "world"), contact)
+                loss = sum(terms.values()) / norm
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            if progress is not None:
+                progress((it + 1) / outer)
+        return {k: float(v.detach().sum()) / norm for k, v in terms.items()}
+
+    def loss_terms(self, stage: str, out: BodyOutput, contact: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        if stage == "rigid":
+            return {"keypoints": c.w_kp * self.keypoint_term(out, RIGID).sum()}
+        terms = {
+            "keypoints": c.w_kp * self.keypoint_term(out).sum(),
+            "prior": self.prior_term().sum(),
+            "smooth": self.smooth_term(out).sum(),
+        }
+        if stage == "world":
+            terms["floor"] = self.floor_terms(out, contact).sum()
+            terms["people"] = self.people_term(out)
+            terms["masks"] = self.mask_terms(out)
+        return terms
+
+    def contact_weights(self, out: BodyOutput) -> torch.Tensor:
+        """[P, T, 6] soft contact of each foot point: near the floor and slow."""
+        c = self.cfg
+        y = out.feet[..., 1]
+        speed = torch.zeros_like(y)
+        if self.num_t > 1:
+            v = (first_difference(out.feet)[..., [0, 2]] ** 2).sum(-1).sqrt()
+            speed[:, 1:] = v
+            speed[:, :-1] = torch.minimum(speed[:, :-1], v) if self.num_t > 1 else speed[:, :-1]
+        return torch.exp(-((y / c.contact_height) ** 2)) * torch.exp(-((speed / c.contact_speed) ** 2))
+
+    def per_frame_keypoint_error(self) -> np.ndarray:
+        """[P, T] normalised keypoint loss of the current state (no gradients)."""
+        with torch.no_grad():
+            return self.keypoint_term(self.pose_bodies(surface=False), RIGID).cpu().numpy()
+
+    def state(self) -> FitState:
+        with torch.no_grad():
+            return FitState(
+                betas=self.betas.detach().cpu().numpy().astype(np.float64),
+                global_rot=self.global_rot().cpu().numpy().astype(np.float64),
+                body_pose=self.body_pose.detach().cpu().numpy().astype(np.float64),
+                transl=self.transl.detach().cpu().numpy().astype(np.float64),
+                world_to_cam=self.w2c.cpu().numpy().astype(np.float64),
+            )
+
+
+def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spheres that fill a body roughly: at joints and bone midpoints.
+
+    Args:
+        joints: [P, T, 55, 3].
+
+    Returns:
+        centres [P, T, S, 3], radii [S] (metres).
+    """
+    # (joint a, joint b, fraction from a to b, radius)
+    spec = [
+        (0, 0, 0, 0.12), (3, 3, 0, 0.12), (6, 6, 0, 0.12), (9, 9, 0, 0.12), (15, 15, 0, 0.1), (12, 12, 0, 0.06),
+        (1, 4, 0.5, 0.08), (2, 5, 0.5, 0.08), (4, 4, 0, 0.06), (5, 5, 0, 0.06), (4, 7, 0.5, 0.06), (5, 8, 0.5, 0.06),
+        (16, 18, 0.5, 0.05), (17, 19, 0.5, 0.05), (18, 18, 0, 0.045), (19, 19, 0, 0.045),
+        (18, 20, 0.5, 0.04), (19, 21, 0.5, 0.04), (20, 20, 0, 0.04), (21, 21, 0, 0.04),
+    ]  # fmt: skip
+    a = torch.as_tensor([s[0] for s in spec], device=joints.device)
+    b = torch.as_tensor([s[1] for s in spec], device=joints.device)
+    f = torch.as_tensor([s[2] for s in spec], dtype=joints.dtype, device=joints.device)[:, None]
+    centres = joints[..., a, :] * (1 - f) + joints[..., b, :] * f
+    radii = torch.as_tensor([s[3] for s in spec], dtype=joints.dtype, device=joints.device)
+    return centres, radii

@@ -1,0 +1,289 @@
+"""The whole fit of a clip: rigid start, full pose, floor, world frame, joint refinement.
+
+``fit_motion`` is the one entry point the stage, the benchmarks and the tests call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from .. import bundle
+from .body import SparseBody
+from .fit import (
+    FitConfig,
+    FitState,
+    Fitter,
+    Observations,
+    facing_rotation,
+    init_translation,
+    relaxed_pose,
+    rigid_transform_bodies,
+    rotation_angle,
+    viterbi,
+)
+
+log = logging.getLogger("troupe.motion")
+
+YAWS = (0.0, 0.5 * np.pi, np.pi, 1.5 * np.pi)
+
+
+@dataclass
+class Ground:
+    """The floor plane in the fitting frame: points x with ``normal . x + offset = 0``."""
+
+    normal: np.ndarray  # [3], unit, pointing up (from the feet to the head)
+    offset: float
+    residual: float  # robust spread (m) of the foot points about the plane
+
+
+@dataclass
+class MotionResult:
+    state: FitState  # in the world frame (+Y up, floor y = 0)
+    ground: Ground  # the floor as found in the fitting (camera) frame
+    reprojection_px: np.ndarray  # [P, T] mean keypoint error in pixels (NaN where not seen)
+
+
+def rest_points(body: SparseBody, num_betas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-shape rest joints [55, 3] and COCO-17 points [17, 3]."""
+    with torch.no_grad():
+        dev = body.j_template.device
+        z = torch.zeros(1, num_betas, device=dev)
+        out = body(z, torch.eye(3, device=dev)[None], torch.zeros(1, 63, device=dev), torch.zeros(1, 3, device=dev))
+    return out.joints[0].cpu().numpy(), out.coco[0].cpu().numpy()
+
+
+def body_points(body: SparseBody, state: FitState, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joints [P,T,55,3], feet [P,T,6,3] and COCO [P,T,17,3] of a state (numpy)."""
+    p, t = state.transl.shape[:2]
+    f32 = dict(dtype=torch.float32, device=device)
+    with torch.no_grad():
+        betas = torch.as_tensor(state.betas, **f32)[:, None].expand(p, t, -1).reshape(p * t, -1)
+        out = body(
+            betas,
+            torch.as_tensor(state.global_rot, **f32).reshape(-1, 3, 3),
+            torch.as_tensor(state.body_pose, **f32).reshape(-1, 63),
+            torch.as_tensor(state.transl, **f32).reshape(-1, 3),
+        )
+    return tuple(x.cpu().numpy().astype(np.float64).reshape(p, t, *x.shape[1:]) for x in (out.joints, out.feet, out.coco))  # type: ignore[return-value]
+
+
+def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) -> Ground:
+    """Floor plane from the lowest foot point of every person and frame.
+
+    The plane's normal is pulled toward the people's mean up direction (pelvis to neck), so a
+    clip where feet points span no area (one person in place) still gets a sensible floor.
+
+    Args:
+        joints: [P, T, 55, 3]; feet: [P, T, 6, 3]; weight: [P, T] how much each frame counts.
+    """
+    w = weight.reshape(-1).astype(np.float64)
+    if w.sum() <= 0:
+        w = np.ones_like(w)
+    up = (joints[:, :, 12] - joints[:, :, 0]).reshape(-1, 3)
+    up = (up * w[:, None]).sum(0)
+    up /= np.linalg.norm(up) + 1e-12
+    fe = feet.reshape(-1, 6, 3)
+    low = fe[np.arange(len(fe)), np.argmin(fe @ up, axis=1)]  # lowest foot point per (p, t)
+    n = up.copy()
+    rw = w.copy()
+    for _ in range(10):
+        c = (low * rw[:, None]).sum(0) / rw.sum()
+        d = low - c
+        cov = (d * rw[:, None]).T @ d / rw.sum()
+        n = np.linalg.solve(cov + 0.02 * np.eye(3), up)
+        n /= np.linalg.norm(n)
+        r = low @ n - np.median(low @ n)
+        rw = w / (1.0 + (r / 0.05) ** 2)
+    heights = low @ n
+    offset = -float(np.average(heights, weights=rw))
+    resid = float(np.sqrt(np.average((heights + offset) ** 2, weights=w)))
+    return Ground(normal=n, offset=offset, residual=resid)
+
+
+def world_from_ground(ground: Ground, centre: np.ndarray, forward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation ``R`` (rows = world axes in fitting-frame coordinates) and origin ``o`` of the
+    world frame: +Y = floor normal, origin = ``centre`` dropped onto the floor, and the camera's
+    ``forward`` direction seen along world -Z (the view a Blender user expects)."""
+    y = ground.normal
+    z = -(forward - (forward @ y) * y)
+    if np.linalg.norm(z) < 1e-6:  # camera looking straight down
+        z = np.cross(np.array([1.0, 0, 0]), y)
+    z /= np.linalg.norm(z)
+    x = np.cross(y, z)
+    rot = np.stack([x, y, z])
+    origin = centre - (centre @ y + ground.offset) * y
+    return rot, origin
+
+
+def to_world(state: FitState, rest_pelvis: np.ndarray, rot: np.ndarray, origin: np.ndarray) -> FitState:
+    """Re-express a state (bodies and cameras) in the frame x_w = rot (x - origin)."""
+    new_rot, new_t = rigid_transform_bodies(rest_pelvis, state.global_rot, state.transl, rot, -rot @ origin)
+    w2f = np.eye(4)
+    w2f[:3, :3] = rot.T
+    w2f[:3, 3] = origin
+    return replace(state, global_rot=new_rot, transl=new_t, world_to_cam=state.world_to_cam @ w2f)
+
+
+def observed_weight(keypoints: np.ndarray, min_conf: float) -> np.ndarray:
+    """[P, T] share of confident keypoints per frame."""
+    return (keypoints[..., 2] >= min_conf).mean(-1)
+
+
+def rigid_start(body: SparseBody, obs: Observations, cfg: FitConfig, num_betas: int) -> FitState:
+    """Root rotation and translation per person and frame (camera frame), four yaw hypotheses
+    optimised at once and chosen by a Viterbi pass over frames."""
+    num_p, num_t = obs.num_people, obs.num_frames
+    num_h = len(YAWS)
+    rest_j, rest_coco = rest_points(body, num_betas)
+    pelvis = init_translation(obs.keypoints, obs.K, rest_j, rest_coco, cfg.min_confidence)  # [P,T,3]
+    rots = np.stack([np.broadcast_to(facing_rotation(y), (num_p, num_t, 3, 3)) for y in YAWS])  # [H,P,T,3,3]
+    hyp_obs = replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None)
+    init = FitState(
+        betas=np.zeros((num_h * num_p, num_betas)),
+        global_rot=rots.reshape(num_h * num_p, num_t, 3, 3),
+        body_pose=np.broadcast_to(relaxed_pose(), (num_h * num_p, num_t, 63)).copy(),
+        transl=np.tile(pelvis - rest_j[0], (num_h, 1, 1)),
+        world_to_cam=obs.world_to_cam,
+    )
+    fitter = Fitter(body, hyp_obs, cfg, init)
+    fitter.run("rigid", cfg.iters_rigid, [fitter.d_rot, fitter.transl])
+    err = fitter.per_frame_keypoint_error().reshape(num_h, num_p, num_t)
+    st = fitter.state()
+    rot = st.global_rot.reshape(num_h, num_p, num_t, 3, 3)
+    tr = st.transl.reshape(num_h, num_p, num_t, 3)
+    out_rot = np.empty((num_p, num_t, 3, 3))
+    out_tr = np.empty((num_p, num_t, 3))
+    for p in range(num_p):
+        cost = err[:, p].T  # [T,H]
+        if num_t > 1:
+            a = rot[:, p, :-1].transpose(1, 0, 2, 3)[:, :, None]  # [T-1,H,1,3,3]
+            b = rot[:, p, 1:].transpose(1, 0, 2, 3)[:, None]  # [T-1,1,H,3,3]
+            ang = rotation_angle(a, b)
+            switch = 0.5 * ang  # [T-1,H,H]: radians of turn between frames cost like keypoint error
+        else:
+            switch = np.zeros((0, num_h, num_h))
+        states = viterbi(cost, switch)
+        out_rot[p] = rot[states, p, np.arange(num_t)]
+        out_tr[p] = tr[states, p, np.arange(num_t)]
+    return FitState(
+        betas=np.zeros((num_p, num_betas)),
+        global_rot=out_rot,
+        body_pose=np.broadcast_to(relaxed_pose(), (num_p, num_t, 63)).copy(),
+        transl=out_tr,
+        world_to_cam=obs.world_to_cam,
+    )
+
+
+def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig) -> np.ndarray:
+    """[P, T] mean pixel error over confident keypoints (NaN where none)."""
+    _, _, coco = body_points(body, state, cfg.device)
+    m = state.world_to_cam
+    pc = np.einsum("tab,ptnb->ptna", m[:, :3, :3], coco) + m[None, :, None, :3, 3]
+    uvw = np.einsum("tab,ptnb->ptna", obs.K, pc)
+    uv = uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-6)
+    err = np.linalg.norm(uv - obs.keypoints[..., :2], axis=-1)
+    vis = obs.keypoints[..., 2] >= cfg.min_confidence
+    with np.errstate(invalid="ignore"):
+        return np.where(vis.any(-1), (err * vis).sum(-1) / vis.sum(-1), np.nan)
+
+
+def fit_motion(
+    model,  # type: ignore[no-untyped-def]
+    obs: Observations,
+    cfg: FitConfig,
+    *,
+    init: FitState | None = None,
+    cam_to_fit: np.ndarray | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> MotionResult:
+    """Fit every person of a clip and put people and camera into the world frame.
+
+    Args:
+        model: a loaded ``core.body.model.BodyModel``.
+        obs: keypoints, masks and intrinsics; ``obs.world_to_cam`` is ignored (the fit starts in
+            each frame's camera frame).
+        init: optional start in the camera frame (from another tool, ``core.motion.init``);
+            without it the rigid stage finds one.
+        cam_to_fit: optional [T, 4, 4] camera-to-scene transforms of a moving camera, metric
+            (``core.motion.camera``); without it the camera is static.
+        progress: ``progress(fraction, message)``.
+    """
+
+    def report(f: float, msg: str) -> None:
+        if progress is not None:
+            progress(f, msg)
+
+    body = SparseBody(model, device=cfg.device)
+    nb = model.num_betas
+    num_t = obs.num_frames
+    cam_obs = replace(obs, world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))
+    if init is None:
+        report(0.0, "placing people (rigid start)")
+        state = rigid_start(body, cam_obs, cfg, nb)
+    else:
+        state = replace(init, world_to_cam=cam_obs.world_to_cam)
+    report(0.15, "fitting poses in the camera frame")
+    fitter = Fitter(body, replace(cam_obs, labels=None), cfg, state)
+    fitter.run(
+        "pose",
+        cfg.iters_pose,
+        [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl],
+        lambda f: report(0.15 + 0.45 * f, "fitting poses in the camera frame"),
+    )
+    state = fitter.state()
+    rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)
+
+    # Into one scene frame: the camera frame (static camera) or the solved camera path.
+    if cam_to_fit is not None:
+        g_rot = cam_to_fit[:, :3, :3]
+        g_t = cam_to_fit[:, :3, 3]
+        rot, tr = rigid_transform_bodies(rest_pelvis, state.global_rot, state.transl, g_rot, g_t)
+        state = replace(state, global_rot=rot, transl=tr, world_to_cam=np.linalg.inv(cam_to_fit))
+    joints, feet, _ = body_points(body, state, cfg.device)
+    weight = observed_weight(obs.keypoints, cfg.min_confidence)
+    ground = estimate_ground(joints, feet, weight)
+    centre = np.average(joints[:, :, 0].reshape(-1, 3), axis=0, weights=weight.reshape(-1) + 1e-9)
+    cam0 = np.linalg.inv(state.world_to_cam[0])
+    rot, origin = world_from_ground(ground, centre, cam0[:3, 2])
+    state = to_world(state, rest_pelvis, rot, origin)
+    log.info("floor: normal %s, spread %.3f m", np.round(ground.normal, 3), ground.residual)
+
+    report(0.6, "refining people together in the world frame")
+    fitter = Fitter(body, replace(obs, world_to_cam=state.world_to_cam), cfg, state)
+    fitter.run(
+        "world",
+        cfg.iters_world,
+        [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl],
+        lambda f: report(0.6 + 0.4 * f, "refining people together in the world frame"),
+    )
+    state = fitter.state()
+    world_obs = replace(obs, world_to_cam=state.world_to_cam)
+    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, world_obs, cfg))
+
+
+def state_to_motions(state: FitState, visibility: np.ndarray, fps: float, gender: str, num_expression: int) -> list[bundle.Motion]:
+    """One ``bundle.Motion`` per person (axis-angle, 165-long poses, hands flat)."""
+    num_p, num_t = state.transl.shape[:2]
+    motions = []
+    for p in range(num_p):
+        poses = np.zeros((num_t, bundle.NUM_POSE))
+        poses[:, :3] = Rotation.from_matrix(state.global_rot[p]).as_rotvec()
+        poses[:, 3:66] = state.body_pose[p]
+        motions.append(
+            bundle.Motion(
+                betas=state.betas[p].copy(),
+                poses=poses,
+                trans=state.transl[p].copy(),
+                expression=np.zeros((num_t, num_expression)),
+                visibility=visibility[p].astype(np.float32),
+                gender=gender,
+                fps=fps,
+            )
+        )
+    return motions
