@@ -52,7 +52,7 @@ def test_optimisation_lowers_the_loss_and_beats_the_initialisation(fitted) -> No
     init, held = fitted.metrics["init"], fitted.metrics["heldout"]
     assert held["frames"] == len(fitted.heldout_frames) == 2
     # Held-out frames (never trained on) are clearly better than the surface-coloured start.
-    assert held["psnr"] > init["psnr"] + 4.0, (init, held)
+    assert held["psnr"] > init["psnr"] + 3.5, (init, held)
     assert held["psnr"] > 22.0 and held["ssim"] > init["ssim"] + 0.2
     assert fitted.metrics["lpips"] is None  # no network weights offline: not faked
 
