@@ -228,11 +228,14 @@ class DensifyState:
         return cls(torch.zeros(n, device=device), torch.zeros(n, device=device))
 
 
-def accumulate_grads(state: DensifyState, out: Render, width: int, height: int) -> None:
+def accumulate_grads(state: DensifyState, out: Render, width: int, height: int, loss_area: Tensor) -> None:
+    """Add this step's screen-space gradients. ``loss_area`` is the fraction of the image the
+    colour loss averages over: gradients are rescaled to a whole-image mean, so
+    ``grad_threshold`` means what it means in 3DGS / gsplat."""
     grad = out.means2d.grad
     if grad is None:
         return
-    g = grad.detach().reshape(-1, grad.shape[-2], 2).clone()
+    g = grad.detach().reshape(-1, grad.shape[-2], 2) * loss_area
     g[..., 0] *= width / 2.0  # pixels -> normalised device coordinates, as gsplat does
     g[..., 1] *= height / 2.0
     drawn = (out.radii.reshape(-1, grad.shape[-2], 2) > 0).all(-1)
@@ -593,7 +596,7 @@ def fit_avatars(
             avatars.pose_delta.grad = None
             avatars.trans_delta.grad = None
         if cfg.densify and step < cfg.densify_stop:
-            accumulate_grads(state, out, data.width, data.height)
+            accumulate_grads(state, out, data.width, data.height, data.plates.occupied[fr].float().mean())
         opt.step()
         opt.zero_grad(set_to_none=True)
         if (
