@@ -25,6 +25,8 @@ Conventions (the same for both backends, those of gsplat):
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,8 @@ ALPHA_MAX = 0.999
 T_STOP = 1e-4
 
 BACKENDS = ("auto", "torch", "gsplat")
+
+log = logging.getLogger("troupe.avatars")
 
 
 @dataclass
@@ -51,21 +55,43 @@ class Render:
 
 
 def gsplat_available() -> bool:
+    """gsplat imports (its CUDA kernels may still fail to build: see ``gsplat_problem``)."""
     try:
         import gsplat  # noqa: F401
-    except Exception:  # ImportError, or a missing compiler/toolkit at import
+    except Exception:  # ImportError, or a broken dependency at import
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def gsplat_problem() -> str | None:
+    """None when gsplat's CUDA kernels load (built on first use, minutes), else what is wrong."""
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as exc:
+        return f"gsplat could not build or load its CUDA kernels ({type(exc).__name__}: {exc})"
+    if _C is None:
+        return "gsplat found no CUDA toolkit (nvcc, CUDA_HOME) to build its kernels"
+    return None
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"rasteriser backend must be one of {BACKENDS}, not {backend!r}")
-    if backend == "auto":
-        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
-    if backend == "gsplat" and device.type != "cuda":
-        raise ValueError("the gsplat backend needs CUDA tensors; use backend='torch' on the CPU")
-    return backend
+    if backend == "torch":
+        return backend
+    if device.type != "cuda":
+        if backend == "gsplat":
+            raise ValueError("the gsplat backend needs CUDA tensors; use backend='torch' on the CPU")
+        return "torch"
+    if backend == "auto" and not gsplat_available():
+        log.warning("gsplat is not installed: rendering with the (slow) torch reference on the GPU")
+        return "torch"
+    problem = gsplat_problem()
+    if problem:
+        raise RuntimeError(f"{problem}. Install the CUDA toolkit matching torch {torch.version.cuda} "
+                           "(or set backend='torch' / run on the CPU)")  # fmt: skip
+    return "gsplat"
 
 
 # --------------------------------------------------------------------------------------
