@@ -72,12 +72,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
     order = np.argsort(-scores)
     keep: list[int] = []
     for i in order:
-        if all(_iou(boxes[i], boxes[j]) < thr for j in keep):
+        if all(box_iou(boxes[i], boxes[j]) < thr for j in keep):
             keep.append(int(i))
     return keep
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes [4] x0, y0, x1, y1."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
@@ -140,7 +141,7 @@ class Landmarks:
     points: np.ndarray  # [35, 3] x, y image px, visibility in [0, 1] (33 body + 2 alignment points)
     presence: float  # how sure the model is a person is in the ROI, [0, 1]
     roi: tuple[float, float, float, float]
-    seg: np.ndarray  # [256, 256] float32 person probability in the ROI crop
+    seg: np.ndarray | None  # [256, 256] float32 person probability in the ROI crop (None once used)
     matrix: np.ndarray  # [2, 3] image -> crop affine for OpenCV warps (pixel_centre_matrix)
 
     def next_roi(self) -> tuple[float, float, float, float]:

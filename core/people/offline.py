@@ -30,6 +30,7 @@ from .blazepose import (
     LandmarkModel,
     Landmarks,
     PoseDetector,
+    box_iou,
 )
 from .ingest import Frames
 from .mediapipe_models import find_models
@@ -86,7 +87,7 @@ class Obs:
     lm: Landmarks
     box: np.ndarray  # [4] visible extent (mask and landmarks), image px
     region: tuple[int, int, int, int]  # x, y, w, h of prob
-    prob: np.ndarray  # [h, w] float16 person probability
+    prob: np.ndarray | None  # [h, w] float16 person probability (None once resolved)
     from_track: int | None  # the track whose ROI produced it
     mask: np.ndarray | None = None  # [h, w] bool final (visible) mask
     hist: np.ndarray | None = None
@@ -119,10 +120,10 @@ def _observe(img: np.ndarray, models: Models, roi, from_track: int | None) -> Ob
     ys, xs = np.nonzero(m)
     # the mask must be about the skeleton's extent (on empty floor the model spills everywhere)
     lb = lm.box()
-    pad = 0.3 * max(lb[2] - lb[0], lb[3] - lb[1])
+    pad = 0.2 * max(lb[2] - lb[0], lb[3] - lb[1])
     near = ((xs + region[0] >= lb[0] - pad) & (xs + region[0] <= lb[2] + pad)
             & (ys + region[1] >= lb[1] - pad) & (ys + region[1] <= lb[3] + pad))  # fmt: skip
-    if near.mean() < 0.8:
+    if near.mean() < 0.85:
         return None
     box = np.array([xs.min() + region[0], ys.min() + region[1], xs.max() + 1 + region[0], ys.max() + 1 + region[1]],
                    np.float32)  # fmt: skip
@@ -220,14 +221,6 @@ class _Track:
             self.hist_n = min(self.hist_n + 1, 30)
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int) -> list[tuple[int, int]]:
     live = [i for i, tr in enumerate(tracks) if t - tr.frames[-1] <= max_gap]
     if not live or not obs:
@@ -236,7 +229,7 @@ def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int) -> li
     for a, o in enumerate(obs):
         for b, i in enumerate(live):
             tr = tracks[i]
-            iou = _box_iou(o.box, tr.predict(t))
+            iou = box_iou(o.box, tr.predict(t))
             if iou < 0.1 and o.from_track != tr.id:
                 continue
             app = appearance_distance(o.hist, tr.hist) if tr.hist is not None and o.hist is not None else 0.5
@@ -245,35 +238,45 @@ def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int) -> li
     return [(int(a), live[b]) for a, b in zip(r, c) if cost[a, b] < 1e5]
 
 
-def _stitch(tracks: list[_Track], diag: float, fps: float, max_app: float = 0.35) -> list[list[int]]:
+def _stitch(tracks: list[_Track], diag: float, fps: float, max_app: float = 0.35,
+            max_app_near: float = 0.5) -> list[list[int]]:  # fmt: skip
     """Chains of tracklets (indices) that are one person: no overlap in time, similar appearance,
-    a plausible jump between consecutive pieces (close in space after a short gap; anywhere after
-    an absence of a second or more: an exit and re-entry). Greedy, most similar pairs first."""
+    a plausible jump between consecutive pieces. After a short gap (< 2 s) close in space the
+    appearance may differ more (``max_app_near``: lighting changes behind a tree, a turn); anywhere
+    after an absence of a second or more (an exit and re-entry) it must agree (``max_app``).
+    Greedy, most similar pairs first."""
 
-    def link_ok(a: int, b: int) -> bool:  # tracklet b follows tracklet a
+    def link(a: int, b: int) -> float | None:  # tracklet b follows a: the appearance limit, or None
         ta, tb = tracks[a], tracks[b]
         gap = tb.frames[0] - ta.frames[-1]
         if gap <= 0:
-            return False
+            return None
         jump = float(np.linalg.norm((ta.box[:2] + ta.box[2:]) / 2 - (tb.first_box[:2] + tb.first_box[2:]) / 2))
-        return gap >= fps or jump <= 0.05 * diag + gap * 0.03 * diag
+        near = jump <= 0.05 * diag + gap * 0.015 * diag  # about walking pace seen from a few metres
+        if near and gap < 2 * fps:
+            return max_app_near
+        return max_app if gap >= fps else None
 
     def chain_hist(chain: list[int]) -> np.ndarray:
         return sum(tracks[i].hist * tracks[i].hist_n for i in chain) / sum(tracks[i].hist_n for i in chain)
 
     with_hist = [i for i, tr in enumerate(tracks) if tr.hist is not None]
-    cands = sorted(
-        (appearance_distance(tracks[a].hist, tracks[b].hist), a, b)
-        for a in with_hist for b in with_hist if link_ok(a, b)
-    )  # fmt: skip
+    cands = []
+    for a in with_hist:
+        for b in with_hist:
+            limit = link(a, b)
+            d = appearance_distance(tracks[a].hist, tracks[b].hist) if limit is not None else 1.0
+            if limit is not None and d <= limit:
+                cands.append((d, a, b))
     owner = {i: [i] for i in range(len(tracks))}
-    for d, a, b in cands:
-        if d > max_app or owner[a] is owner[b]:
+    for _, a, b in sorted(cands):
+        if owner[a] is owner[b]:
             continue
         merged = sorted(owner[a] + owner[b], key=lambda i: tracks[i].frames[0])
-        if not all(link_ok(x, y) for x, y in zip(merged, merged[1:])):
+        limits = [link(x, y) for x, y in zip(merged, merged[1:])]
+        if any(lim is None for lim in limits):
             continue  # overlapping in time, or an implausible jump somewhere in the merged chain
-        if appearance_distance(chain_hist(owner[a]), chain_hist(owner[b])) > max_app:
+        if appearance_distance(chain_hist(owner[a]), chain_hist(owner[b])) > max(limits):
             continue
         for i in merged:
             owner[i] = merged
@@ -319,7 +322,7 @@ def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progr
         obs.sort(key=lambda o: (o.from_track is None, -o.lm.presence))
         uniq: list[Obs] = []
         for o in obs:
-            if not any(_same_person(o, p) or _box_iou(o.box, p.box) > 0.7 for p in uniq):
+            if not any(_same_person(o, p) or box_iou(o.box, p.box) > 0.7 for p in uniq):
                 uniq.append(o)
         obs = uniq
         labels = _resolve_masks(obs, h, w)
@@ -343,7 +346,7 @@ def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progr
                 tracks.append(_Track(id=len(tracks)))
                 o.track = len(tracks) - 1
             tracks[o.track].update(t, k, o)
-            o.prob = None  # free memory: the label map keeps the final mask
+            o.prob = o.mask = o.lm.seg = None  # free memory: the label map keeps the final mask
         cv2.imwrite(str(work / f"obs_{t:06d}.png"), labels)
         per_frame.append(obs)
         progress(0.95 * (t + 1) / T, f"frame {t + 1}/{T}: {len(obs)} people")

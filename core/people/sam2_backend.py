@@ -28,6 +28,7 @@ import numpy as np
 from ..pipeline import JobError, RunConfig
 from .hfmodels import find_hf_model, hub_offline, weights_root
 from .ingest import Frames
+from .metrics import box_iou_matrix
 from .offline import _stitch, _Track, appearance
 from .tracks import Tracks, label_boxes
 
@@ -89,12 +90,6 @@ def _download(size: str, folder: Path | None) -> Path:
         ) from None
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from .metrics import box_iou_matrix
-
-    return box_iou_matrix(a, b)
-
-
 def track_sam2(frames: Frames, config: RunConfig, settings, work: Path, progress) -> Tracks:
     try:
         import torch
@@ -134,7 +129,7 @@ def track_sam2(frames: Frames, config: RunConfig, settings, work: Path, progress
             predictor.reset_state(state)
             obj_boxes = {o: label_boxes(m.astype(np.uint8), 1)[0] for o, m in carried.items()}
             ids = list(obj_boxes)
-            iou = _box_iou(np.array([obj_boxes[o] for o in ids]).reshape(-1, 4), boxes) if ids else np.zeros((0, len(boxes)))
+            iou = box_iou_matrix(np.array([obj_boxes[o] for o in ids]).reshape(-1, 4), boxes) if ids else np.zeros((0, len(boxes)))
             used = set()
             for k, o in enumerate(ids):
                 j = int(np.argmax(iou[k])) if iou.shape[1] else -1

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline import JobError, RunConfig, StageContext
-from .formats import PeopleResult, person_color, write_label_map, write_people
+from .formats import LabelMaps, PeopleResult, person_color, write_label_map, write_people
 from .ingest import Frames
 from .manage import ManageSettings, manage
 from .tracks import Tracks
@@ -124,14 +124,11 @@ def run_people(frames: Frames, out: Path, config: RunConfig, progress=lambda f, 
     result = PeopleResult(
         ids=managed.ids, fps=meta.fps, image_size=tuple(meta.size), source_frames=np.asarray(meta.source_frames),
         boxes=tracks.boxes, keypoints=tracks.keypoints, visibility=tracks.visibility, occlusion=tracks.occlusion,
-        labels=[], scores=tracks.scores, extra_keypoints=tracks.extra_keypoints,
+        labels=LabelMaps(out, meta.frame_count, tuple(meta.size)), scores=tracks.scores, extra_keypoints=tracks.extra_keypoints,
         extra_keypoint_names=tracks.extra_keypoint_names, scale=meta.scale,
         colors=[person_color(i) for i in range(tracks.num)], dropped=managed.dropped,
         backends={"tracker": config.tracker, "keypoints": kp_backend},
     )  # fmt: skip
-    from .formats import LabelMaps
-
-    result.labels = LabelMaps(out, meta.frame_count, tuple(meta.size))
     write_people(out, result, write_masks=False)
     if settings.overlay:
         from .overlay import write_overlay_video

@@ -62,6 +62,14 @@ def test_stitching_joins_a_re_entry_and_keeps_people_apart():
     chains = _stitch(tracks, diag=1000.0, fps=10.0)
     assert sorted(sorted(c) for c in chains) == [[0, 2], [1], [3]]
     assert appearance_distance(red, blue) == pytest.approx(1.0)
+    # a changed look (d = 0.47: lighting) is accepted after a short nearby gap, not after a long one
+    dim = np.zeros((2, 48), np.float32)
+    dim[:, 0], dim[:, 1] = 0.6, 0.4
+    assert 0.35 < appearance_distance(red, dim) < 0.5
+    near = [_tracklet(0, range(0, 20), red, 100), _tracklet(1, range(30, 50), dim, 120)]
+    assert _stitch(near, diag=1000.0, fps=10.0) == [[0, 1]]
+    late = [_tracklet(0, range(0, 20), red, 100), _tracklet(1, range(60, 80), dim, 600)]
+    assert len(_stitch(late, diag=1000.0, fps=10.0)) == 2
     assert appearance_distance(red, red) == pytest.approx(0.0, abs=1e-6)
 
 
