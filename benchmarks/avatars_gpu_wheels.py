@@ -30,6 +30,10 @@ GSPLAT = [
     "pygments==2.21.0",
     "packaging==26.4",
     "ninja==1.13.2",
+    # the parity test runs under pytest
+    "pytest==9.2.0",
+    "pluggy==1.7.0",
+    "iniconfig==2.3.1",
 ]
 CORE = ["opencv-python-headless==5.0.0.93"]  # 61 MiB
 
