@@ -1,8 +1,10 @@
 """The export stage: the motion stage's bundle plus the avatars' splats -> ``<job>/bundle/``.
 
 Inputs (job directory):
-    motion/                      a bundle without splats (camera, people/<id>/motion.npz + rig.npz)
-    avatars/people/<id>/splats.ply, mesh.ply   (optional; absent when avatars are off)
+    motion/      a bundle without splats (camera, people/<id>/motion.npz + rig.npz)
+    avatars/     (when avatars are on) a bundle with each person's splats.ply (and mesh.ply) and the
+                 motion the splats were fitted to: the refined poses when pose refinement is on,
+                 so the export takes each person's motion from here when it has one
 
 The bundle is written into a temporary folder beside the final one and swapped in at the end,
 so ``<job>/bundle`` is always either the previous complete result or the new complete one.
@@ -20,18 +22,26 @@ from .pipeline import JobError, StageContext
 log = logging.getLogger("troupe.export")
 
 
-def assemble(motion_dir: Path, avatars_dir: Path | None, video: str | None) -> bundle.Bundle:
-    """Read the motion bundle and attach each person's splats / mesh where the avatars have them."""
+def _read(path: Path, stage: str) -> bundle.Bundle:
     try:
-        result = bundle.read_bundle(motion_dir)
+        return bundle.read_bundle(path)
     except bundle.BundleError as exc:
-        raise JobError(f"the motion stage's output in {motion_dir} is not a valid bundle:\n{exc}") from None
-    for person in result.people:
-        pdir = avatars_dir / "people" / person.id if avatars_dir else None
-        if pdir and (pdir / "splats.ply").is_file():
-            person.splats = bundle.splats_from_ply(pdir / "splats.ply")
-        if pdir and (pdir / "mesh.ply").is_file():
-            person.mesh = bundle.mesh_from_ply(pdir / "mesh.ply")
+        raise JobError(f"the {stage} stage's output in {path} is not a valid bundle:\n{exc}") from None
+
+
+def assemble(motion_dir: Path, avatars_dir: Path | None, video: str | None) -> bundle.Bundle:
+    """The motion bundle, with each person's avatar (splats, mesh and the motion they were fitted
+    to) taken from the avatars stage's bundle where it has that person."""
+    result = _read(motion_dir, "motion")
+    if avatars_dir is not None and (avatars_dir / "bundle.json").is_file():
+        fitted = {p.id: p for p in _read(avatars_dir, "avatars").people}
+        for i, person in enumerate(result.people):
+            avatar = fitted.get(person.id)
+            if avatar is not None:
+                result.people[i] = bundle.Person(
+                    id=person.id, motion=avatar.motion, rig=person.rig, splats=avatar.splats,
+                    mesh=avatar.mesh, name=person.name,
+                )  # fmt: skip
     if video:
         result.video = video
     result.generator = "troupe run"
