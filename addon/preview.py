@@ -8,6 +8,8 @@ from typing import Any
 
 import bpy
 
+from . import compat
+
 PREVIEW_LIGHT = "Troupe preview sun"
 
 
@@ -38,11 +40,15 @@ def render_preview(
     max_width: int = 640,
     samples: int = 16,
     threads: int = 0,
+    time_limit: float = 40.0,
+    engine: str = "CYCLES",
 ) -> Path:
-    """Render the scene camera's view at ``frame`` with Cycles on the CPU into a PNG.
+    """Render the scene camera's view at ``frame`` into a PNG (Cycles on the CPU by default).
 
     Scales the scene resolution down to at most ``max_width`` pixels wide (keeping its aspect),
-    few samples with denoising where this Blender has it; ``threads`` 0 = all cores.
+    few samples with denoising where this Blender has it, and stops Cycles after ``time_limit``
+    seconds (large splat clouds; 0 = no limit); ``threads`` 0 = all cores. ``engine`` "EEVEE"
+    renders with EEVEE instead (needs a GPU / OpenGL context).
     """
     context: Any = bpy.context
     scene = scene or context.scene
@@ -52,7 +58,7 @@ def render_preview(
         scene.frame_set(int(frame))
     ensure_lighting(scene)
     render = scene.render
-    render.engine = "CYCLES"
+    render.engine = compat.eevee_engine() if engine == "EEVEE" else "CYCLES"
     cycles: Any = scene.cycles
     cycles.device = "CPU"
     cycles.samples = samples
@@ -60,6 +66,11 @@ def render_preview(
     cycles.max_bounces = 4
     cycles.transparent_max_bounces = max(cycles.transparent_max_bounces, 64)
     cycles.use_denoising = bool(getattr(bpy.app.build_options, "openimagedenoise", False))
+    if hasattr(cycles, "time_limit"):
+        cycles.time_limit = time_limit
+    eevee: Any = scene.eevee
+    if hasattr(eevee, "taa_render_samples"):
+        eevee.taa_render_samples = samples
     render.threads_mode = "FIXED" if threads else "AUTO"
     if threads:
         render.threads = threads

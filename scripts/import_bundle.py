@@ -47,6 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frame", type=int, help="scene frame to render (default: the middle of the clip)")
     p.add_argument("--samples", type=int, default=16, help="Cycles samples of the preview (default 16)")
     p.add_argument("--width", type=int, default=640, help="preview width in pixels at most (default 640)")
+    p.add_argument("--engine", choices=("CYCLES", "EEVEE"), default="CYCLES",
+                   help="preview render engine (default CYCLES on the CPU; EEVEE needs a GPU)")  # fmt: skip
     p.add_argument("--people", help="person ids to import, comma separated (default: everyone)")
     p.add_argument("--no-armature", action="store_true", help="no armatures (meshes and splats stay in rest pose)")
     p.add_argument("--no-mesh", action="store_true", help="no body meshes")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         frame = args.frame if args.frame is not None else (scene.frame_start + scene.frame_end) // 2
         t1 = time.perf_counter()
-        out = preview.render_preview(args.render, frame, max_width=args.width, samples=args.samples)
+        out = preview.render_preview(args.render, frame, max_width=args.width, samples=args.samples, engine=args.engine)
         print(f"rendered frame {frame} to {out} in {time.perf_counter() - t1:.1f} s")
     if args.out:
         out_blend = Path(args.out).resolve()
