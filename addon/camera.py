@@ -64,7 +64,7 @@ def create_camera(
     return obj
 
 
-def load_video(path: Path, frame_count: int) -> bpy.types.Image:
+def load_video(path: Path) -> bpy.types.Image:
     """The source video (a movie file, or a folder of frames) as a Blender image."""
     path = Path(path)
     if path.is_dir():

@@ -33,6 +33,7 @@ import numpy as np
 from ..core import bundle
 from . import armature, axes, camera, compat, gsplat, rig
 from .blender_mesh import assign_vertex_groups, dense_weights, new_mesh
+from .camera_math import intrinsics_to_blender
 from .datablocks import BUNDLE_KEY, TAG, Created, imports_of_bundle, remove_tagged
 from .splat_math import splat_points
 
@@ -158,6 +159,12 @@ class BundleImporter:
         s = self.settings
         cam = camera.create_camera("Troupe camera", b.camera, self.conv, frames, top)
         result.camera = cam
+        intr_err = intrinsics_to_blender(b.camera.K, *b.image_size).aspect_error
+        if intr_err > 5e-3:
+            result.warnings.append(
+                f"the camera's fx and fy differ by {intr_err:.1%}: Blender uses square pixels, so the "
+                "vertical field of view is approximate"
+            )
         video = bundle.video_path(self.path, b)
         if video is None or not (s.background or s.image_plane):
             return
@@ -168,7 +175,7 @@ class BundleImporter:
             result.warnings.append(
                 f"the bundle keeps every {b.frame_step}th source frame: the background video plays every frame"
             )
-        image = camera.load_video(video, b.frame_count)
+        image = camera.load_video(video)
         if s.background:
             camera.add_background(cam, image, video, int(frames[0]), b.frame_start, b.frame_count)
         if s.image_plane:
@@ -202,12 +209,6 @@ class BundleImporter:
         if with_splats and hasattr(scene, "cycles"):
             # Rays cross many semi-transparent ellipsoids; too few bounces turn them black.
             scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, 64)
-        intr_err = float(np.max(np.abs(b.camera.K[:, 0, 0] - b.camera.K[:, 1, 1]) / b.camera.K[:, 0, 0]))
-        if intr_err > 5e-3:
-            result.warnings.append(
-                f"the camera's fx and fy differ by {intr_err:.1%}: Blender uses square pixels, so the "
-                "vertical field of view is approximate"
-            )
 
 
 def create_rig(
