@@ -8,6 +8,8 @@ Every datablock an import creates carries the ID property ``TAG`` = the import's
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import bpy
@@ -69,6 +71,19 @@ def _session_uids() -> set[int]:
     for attr in _COLLECTIONS:
         out.update(d.session_uid for d in getattr(bpy.data, attr, ()))
     return out
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[Created]:
+    """Everything created inside the block is tagged as one import on success, and removed
+    (tagged or not) when the block raises."""
+    created = Created()
+    try:
+        yield created
+        created.tag_new()
+    except BaseException:
+        created.remove_all()
+        raise
 
 
 def remove_tagged(import_id: str) -> int:

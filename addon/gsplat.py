@@ -34,7 +34,7 @@ import numpy as np
 from ..core import bundle
 from . import axes, compat
 from .blender_mesh import new_mesh, set_point_attribute
-from .datablocks import Created
+from .datablocks import Created, all_or_nothing
 from .nodes import TreeBuilder, new_geometry_group
 from .splat_math import SplatPoints, splat_points
 
@@ -341,18 +341,11 @@ def import_3dgs_ply(
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {sorted(UP_AXES)}, not {up_axis!r}")
     points = splat_points(splats, UP_AXES[up_axis])
-    created = Created()
-    try:
+    with all_or_nothing() as created:
         context: Any = bpy.context
         target = collection or context.scene.collection
-        setup = SplatSetup(created)
         if display_points is None:
             display_points = points.count > points_threshold
-        obj = create_splat_object(path.stem, points, target, setup, display_points=display_points)
-        created.add(obj)
-        created.add(obj.data)
+        obj = create_splat_object(path.stem, points, target, SplatSetup(created), display_points=display_points)
         obj["troupe_source"] = str(path)
-    except BaseException:
-        created.remove_all()
-        raise
     return obj

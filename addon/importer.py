@@ -34,7 +34,7 @@ from ..core import bundle
 from . import armature, axes, camera, compat, gsplat, rig
 from .blender_mesh import assign_vertex_groups, dense_weights, new_mesh
 from .camera_math import intrinsics_to_blender
-from .datablocks import BUNDLE_KEY, TAG, Created, imports_of_bundle, remove_tagged
+from .datablocks import BUNDLE_KEY, TAG, Created, all_or_nothing, imports_of_bundle, remove_tagged
 from .splat_math import splat_points
 
 PERSON_KEY = "troupe_person_id"
@@ -120,13 +120,8 @@ class BundleImporter:
         if s.replace:
             for coll in imports_of_bundle(str(self.path)):
                 remove_tagged(coll[TAG])
-        created = Created()
-        try:
+        with all_or_nothing() as created:
             result = self._create(b, context, created)
-            created.tag_new()
-        except BaseException:
-            created.remove_all()
-            raise
         result.import_id = created.import_id
         return result
 

@@ -192,7 +192,7 @@ def import_motion(
     target_fps: resample to this rate (default: the scene's frame rate). Returns the importer's
     ``ImportResult`` (one person, id = the file name).
     """
-    from .datablocks import Created
+    from .datablocks import all_or_nothing
     from .importer import ImportResult, ImportSettings, create_person
 
     ctx: Any = context or bpy.context
@@ -203,8 +203,7 @@ def import_motion(
     fps = target_fps or scene.render.fps / scene.render.fps_base
     person, _ = motion_person(path, model, path.stem, fps)
     world_conv = world_conversion(up_axis, m.rotvecs)
-    created = Created()
-    try:
+    with all_or_nothing() as created:
         top = bpy.data.collections.new(f"Troupe {path.stem}")
         scene.collection.children.link(top)
         result = ImportResult(collection=top)
@@ -213,10 +212,6 @@ def import_motion(
         result.people[person.id] = create_person(person, 0, frames, top, ctx, settings, None, axes.Y_UP, world_conv)
         scene.frame_start = frame_offset
         scene.frame_end = int(frames[-1])
-        created.tag_new()
-    except BaseException:
-        created.remove_all()
-        raise
     result.import_id = created.import_id
     return result
 

@@ -54,27 +54,22 @@ class TreeBuilder:
     def inp(node: Any, key: str | int = 0) -> Any:
         return socket(node.inputs, key)
 
+    def _operation(self, type_name: str, operation: str, operands: tuple[Any, ...]) -> Any:
+        node = self.node(type_name, operation=operation)
+        for i, v in enumerate(operands):
+            if isinstance(v, bpy.types.NodeSocket):
+                self.link(v, node.inputs[i])
+            elif v is not None:
+                node.inputs[i].default_value = v
+        return node
+
     def math(self, operation: str, a: Any, b: Any = None) -> Any:
         """A float Math node on sockets or constants; returns its output socket."""
-        node = self.node("ShaderNodeMath", operation=operation)
-        for i, v in enumerate((a, b)):
-            if v is None:
-                continue
-            if isinstance(v, bpy.types.NodeSocket):
-                self.link(v, node.inputs[i])
-            else:
-                node.inputs[i].default_value = v
-        return node.outputs[0]
+        return self._operation("ShaderNodeMath", operation, (a, b)).outputs[0]
 
     def vector_math(self, operation: str, a: Any, b: Any = None) -> Any:
-        node = self.node("ShaderNodeVectorMath", operation=operation)
-        for i, v in enumerate((a, b)):
-            if v is None:
-                continue
-            if isinstance(v, bpy.types.NodeSocket):
-                self.link(v, node.inputs[i])
-            else:
-                node.inputs[i].default_value = v
+        """A Vector Math node on sockets or constants; returns its (vector or value) output."""
+        node = self._operation("ShaderNodeVectorMath", operation, (a, b))
         return node.outputs["Value" if operation in ("DOT_PRODUCT", "LENGTH", "DISTANCE") else "Vector"]
 
 

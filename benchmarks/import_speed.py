@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import json
 import os
 import pstats
@@ -31,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from import_bundle import load_troupe  # noqa: E402  (the checkout as the package troupe)
+
 STEPS = {  # reported step -> importer function (module file, function name)
     "read + validate bundle": ("bundle.py", "read_bundle"),
     "armatures (bones)": ("armature.py", "create_armature"),
@@ -41,15 +43,6 @@ STEPS = {  # reported step -> importer function (module file, function name)
     "splat node set-up": ("gsplat.py", "__init__"),
     "camera": ("camera.py", "create_camera"),
 }
-
-
-def load_troupe() -> None:
-    if "troupe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("troupe", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["troupe"] = module
-        spec.loader.exec_module(module)
 
 
 def standin_folder() -> Path:
