@@ -70,12 +70,11 @@ def appearance(img: np.ndarray, mask: np.ndarray, region: tuple[int, int, int, i
 
 
 def appearance_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Hellinger distance of the parts both histograms have, in [0, 1] (1 when nothing to compare)."""
-    d = []
-    for k in range(2):
-        if a[k].sum() > 0 and b[k].sum() > 0:
-            d.append(math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(a[k] * b[k]))))))
-    return float(np.mean(d)) if d else 1.0
+    """Largest Hellinger distance over the parts (upper, lower body) both histograms have, in
+    [0, 1] (1 when nothing to compare): two people in the same trousers still differ by the shirt."""
+    d = [math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(a[k] * b[k])))))
+         for k in range(2) if a[k].sum() > 0 and b[k].sum() > 0]  # fmt: skip
+    return max(d) if d else 1.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +220,12 @@ class _Track:
             self.hist_n = min(self.hist_n + 1, 30)
 
 
-def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int) -> list[tuple[int, int]]:
+def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int, max_app: float = 0.6) -> list[tuple[int, int]]:
+    """(observation, track) pairs for frame t: Hungarian on 1 - IoU with the motion-predicted box
+    + 0.8 x appearance distance, a bonus for the track whose own ROI found the observation. Never
+    paired: no overlap (unless the track's ROI found it), a height change beyond 2x, or clearly
+    another person's look (``max_app``, once the track has a few frames of appearance): in a crowd
+    the landmark model drifts to the neighbour, and that must end the track, not take it along."""
     live = [i for i, tr in enumerate(tracks) if t - tr.frames[-1] <= max_gap]
     if not live or not obs:
         return []
@@ -229,22 +233,34 @@ def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int) -> li
     for a, o in enumerate(obs):
         for b, i in enumerate(live):
             tr = tracks[i]
-            iou = box_iou(o.box, tr.predict(t))
+            pred = tr.predict(t)
+            iou = box_iou(o.box, pred)
             if iou < 0.1 and o.from_track != tr.id:
                 continue
+            ratio = (o.box[3] - o.box[1]) / max(pred[3] - pred[1], 1.0)
+            if not 0.5 <= ratio <= 2.0:
+                continue
             app = appearance_distance(o.hist, tr.hist) if tr.hist is not None and o.hist is not None else 0.5
+            if app > max_app and tr.hist_n >= 3:
+                continue
             cost[a, b] = (1.0 - iou) + 0.8 * app - (0.3 if o.from_track == tr.id else 0.0)
     r, c = linear_sum_assignment(cost)
     return [(int(a), live[b]) for a, b in zip(r, c) if cost[a, b] < 1e5]
 
 
-def _stitch(tracks: list[_Track], diag: float, fps: float, max_app: float = 0.35,
+def _stitch(tracks: list[_Track], size: tuple[int, int], fps: float, max_app: float = 0.35,
             max_app_near: float = 0.5) -> list[list[int]]:  # fmt: skip
     """Chains of tracklets (indices) that are one person: no overlap in time, similar appearance,
-    a plausible jump between consecutive pieces. After a short gap (< 2 s) close in space the
-    appearance may differ more (``max_app_near``: lighting changes behind a tree, a turn); anywhere
-    after an absence of a second or more (an exit and re-entry) it must agree (``max_app``).
-    Greedy, most similar pairs first."""
+    and a possible way from one piece to the next: within walking pace of where it was lost, or,
+    for someone who left the frame, back in at any edge. After a short gap (< 2 s) close in space
+    the appearance may differ more (``max_app_near``: lighting changes behind a tree, a turn),
+    otherwise it must agree (``max_app``). Greedy, most similar pairs first."""
+    w, h = size
+    diag = math.hypot(w, h)
+    margin = 0.03 * diag
+
+    def at_edge(b: np.ndarray) -> bool:
+        return b[0] <= margin or b[1] <= margin or b[2] >= w - margin or b[3] >= h - margin
 
     def link(a: int, b: int) -> float | None:  # tracklet b follows a: the appearance limit, or None
         ta, tb = tracks[a], tracks[b]
@@ -252,10 +268,11 @@ def _stitch(tracks: list[_Track], diag: float, fps: float, max_app: float = 0.35
         if gap <= 0:
             return None
         jump = float(np.linalg.norm((ta.box[:2] + ta.box[2:]) / 2 - (tb.first_box[:2] + tb.first_box[2:]) / 2))
-        near = jump <= 0.05 * diag + gap * 0.015 * diag  # about walking pace seen from a few metres
-        if near and gap < 2 * fps:
-            return max_app_near
-        return max_app if gap >= fps else None
+        if jump <= 0.05 * diag + gap * 0.01 * diag:  # walking pace: across the frame in about 3 s
+            return max_app_near if gap < 2 * fps else max_app
+        if gap >= fps and at_edge(ta.box) and at_edge(tb.first_box):
+            return max_app  # out of the frame and back in somewhere else
+        return None
 
     def chain_hist(chain: list[int]) -> np.ndarray:
         return sum(tracks[i].hist * tracks[i].hist_n for i in chain) / sum(tracks[i].hist_n for i in chain)
@@ -350,7 +367,7 @@ def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progr
         cv2.imwrite(str(work / f"obs_{t:06d}.png"), labels)
         per_frame.append(obs)
         progress(0.95 * (t + 1) / T, f"frame {t + 1}/{T}: {len(obs)} people")
-    chains = _stitch(tracks, math.hypot(w, h), fps)
+    chains = _stitch(tracks, (w, h), fps)
     log.info("offline: %d tracklets stitched into %d tracks", len(tracks), len(chains))
     return _to_tracks(chains, tracks, per_frame, T, work)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import cv2
@@ -216,7 +215,7 @@ def _to_tracks(frames: Frames, work: Path, n_obj: int, det_scores: dict) -> Trac
             tracklets[o].box = boxes[o, t].copy()
     alive = [o for o in range(n) if tracklets[o].frames]
     meta = frames.meta
-    chains = _stitch([tracklets[o] for o in alive], math.hypot(*meta.size), meta.fps)
+    chains = _stitch([tracklets[o] for o in alive], tuple(meta.size), meta.fps)
     chains = [[alive[i] for i in c] for c in chains]
     m = len(chains)
     lut = np.zeros(256, np.uint8)

@@ -53,24 +53,25 @@ def test_stitching_joins_a_re_entry_and_keeps_people_apart():
     red[:, 0] = 1
     blue = np.zeros((2, 48), np.float32)
     blue[:, 30] = 1
+    size = (1000, 400)  # frame: boxes touching x < 32 or x > 968 are at the edge
     tracks = [
-        _tracklet(0, range(0, 20), red, 100),  # red person, leaves
+        _tracklet(0, range(0, 20), red, 945),  # red person walks out on the right
         _tracklet(1, range(0, 50), blue, 300),  # blue person, whole clip
-        _tracklet(2, range(40, 60), red, 600),  # red person re-enters elsewhere after 20 frames (> 1 s at 10 fps)
-        _tracklet(3, range(21, 23), red, 900),  # red again, but one frame later 800 px away: implausible jump
+        _tracklet(2, range(40, 60), red, 0),  # red person comes back in on the left after 2 s
+        _tracklet(3, range(21, 23), red, 500),  # red again, one frame later in mid-frame: implausible
     ]
-    chains = _stitch(tracks, diag=1000.0, fps=10.0)
+    chains = _stitch(tracks, size, fps=10.0)
     assert sorted(sorted(c) for c in chains) == [[0, 2], [1], [3]]
     assert appearance_distance(red, blue) == pytest.approx(1.0)
+    assert appearance_distance(red, red) == pytest.approx(0.0, abs=1e-6)
     # a changed look (d = 0.47: lighting) is accepted after a short nearby gap, not after a long one
     dim = np.zeros((2, 48), np.float32)
     dim[:, 0], dim[:, 1] = 0.6, 0.4
     assert 0.35 < appearance_distance(red, dim) < 0.5
     near = [_tracklet(0, range(0, 20), red, 100), _tracklet(1, range(30, 50), dim, 120)]
-    assert _stitch(near, diag=1000.0, fps=10.0) == [[0, 1]]
-    late = [_tracklet(0, range(0, 20), red, 100), _tracklet(1, range(60, 80), dim, 600)]
-    assert len(_stitch(late, diag=1000.0, fps=10.0)) == 2
-    assert appearance_distance(red, red) == pytest.approx(0.0, abs=1e-6)
+    assert _stitch(near, size, fps=10.0) == [[0, 1]]
+    late = [_tracklet(0, range(0, 20), red, 100), _tracklet(1, range(60, 80), dim, 150)]
+    assert len(_stitch(late, size, fps=10.0)) == 2
 
 
 def test_pose_plausibility_and_human_score():
