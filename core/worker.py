@@ -42,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keypoints", choices=("auto", "vitpose", "offline", "import"), default="auto")
     p.add_argument("--body-model", default=None, help="SMPL-X model folder or file")
     p.add_argument("--gender", choices=("neutral", "male", "female"), default="neutral")
+    p.add_argument("--motion-init", default=None, metavar="PATH",
+                   help="start the motion fit from another tool's result: a Troupe bundle, an npz (docs/motion.md) "
+                        "or, with --allow-pickle, a 4D-Humans/PHALP .pkl")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let --motion-init read pickled files (they can run code): only for files you trust")
     p.add_argument("--weights-dir", default=None, help="folder of learned-model weights / download cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="motion only: skip the Gaussian avatars")
@@ -64,6 +69,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         keypoints=args.keypoints,
         body_model=args.body_model,
         gender=args.gender,
+        motion_init=str(Path(args.motion_init).absolute()) if args.motion_init else None,
+        allow_pickle=args.allow_pickle,
         weights_dir=args.weights_dir,
         seed=args.seed,
         avatars=args.avatars,

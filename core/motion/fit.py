@@ -56,9 +56,9 @@ class FitConfig:
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
     w_pose: float = 2e-3  # L2 of the body pose
     w_shape: float = 5e-3  # L2 of betas
-    w_smooth: float = 5.0  # joint acceleration (m/frame^2)^2
-    w_smooth_pose: float = 0.5  # pose velocity (rad/frame)^2
-    w_floor: float = 5.0  # lowest foot point to the floor (robust; jumps pay little)
+    w_smooth: float = 0.5  # joint acceleration (m/frame^2)^2
+    w_smooth_pose: float = 0.05  # pose velocity (rad/frame)^2
+    w_floor: float = 20.0  # lowest foot point to the floor (robust: jumps pay less)
     w_ground: float = 100.0  # points below the floor
     w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
     w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
@@ -278,7 +278,10 @@ class Fitter:
         self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17]
         self.scale = torch.as_tensor(person_scale(obs.keypoints, config.min_confidence), **f32)  # [P,T]
         self.K = torch.as_tensor(obs.K, **f32)
-        self.w2c = torch.as_tensor(state.world_to_cam, **f32)
+        self.w2c_init = torch.as_tensor(state.world_to_cam, **f32)
+        # Correction of the camera against the floor, shared by all frames: tilt about world x and
+        # z (radians) and height (m) -- the floor found from the first fit is refined with the people.
+        self.cam_delta = torch.zeros(3, **f32).requires_grad_(True)
         self.num_p, self.num_t = kps.shape[:2]
         self.betas = torch.as_tensor(state.betas, **f32).requires_grad_(True)
         self.rot_base = torch.as_tensor(state.global_rot, **f32)
@@ -304,10 +307,22 @@ class Fitter:
         out = self.body(betas, rot, self.body_pose.reshape(-1, 63), self.transl.reshape(-1, 3), surface=surface)
         return BodyOutput(*(x.reshape(p, t, *x.shape[1:]) for x in (out.joints, out.coco, out.feet, out.surface)))
 
+    @property
+    def w2c(self) -> torch.Tensor:
+        """[T, 4, 4] world-to-camera with the floor correction: world_to_cam_init @ inv(E), E = the
+        camera's move in the world (rotation about the origin, then up by the height change)."""
+        d = self.cam_delta
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        rot = batch_rodrigues(torch.stack([d[0], zero, d[1]])[None])[0]
+        e_inv = torch.eye(4, dtype=d.dtype, device=d.device)
+        e_inv = torch.cat([torch.cat([rot.T, (-rot.T @ torch.stack([zero, d[2], zero]))[:, None]], 1), e_inv[3:]], 0)
+        return self.w2c_init @ e_inv
+
     def to_camera(self, pts: torch.Tensor) -> torch.Tensor:
         """[P, T, N, 3] world points -> camera frame."""
-        r = self.w2c[:, :3, :3]
-        tr = self.w2c[:, :3, 3]
+        w2c = self.w2c
+        r = w2c[:, :3, :3]
+        tr = w2c[:, :3, 3]
         return torch.einsum("tab,ptnb->ptna", r, pts) + tr[None, :, None]
 
     def project(self, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -348,7 +363,7 @@ class Fitter:
         c = self.cfg
         feet_y = out.feet[..., 1]
         low = torch.min(feet_y, dim=-1).values
-        floor = c.w_floor * gmof(low**2, 0.1).sum(-1)
+        floor = c.w_floor * gmof(low**2, 0.5).sum(-1)
         below = torch.cat([out.feet[..., 1], out.surface[..., 1], out.joints[:, :, :22, 1]], dim=-1)
         ground = c.w_ground * (torch.relu(-below) ** 2).sum((-1, -2))
         total = floor + ground
@@ -514,7 +529,7 @@ class Fitter:
                 global_rot=self.global_rot().cpu().numpy().astype(np.float64),
                 body_pose=self.body_pose.detach().cpu().numpy().astype(np.float64),
                 transl=self.transl.detach().cpu().numpy().astype(np.float64),
-                world_to_cam=self.w2c.cpu().numpy().astype(np.float64),
+                world_to_cam=self.w2c.detach().cpu().numpy().astype(np.float64),
             )
 
 

@@ -44,9 +44,9 @@ def focal_from_hfov(width: int, hfov_deg: float) -> float:
 
 
 def intrinsics(image_size: tuple[int, int], focal_px: float, num_frames: int) -> np.ndarray:
-    """[T, 3, 3] pinhole K with the principal point at the image centre (pixel centres at integers)."""
+    """[T, 3, 3] pinhole K with the principal point at the image centre (pixel centres at .5, as core.bundle)."""
     w, h = image_size
-    k = np.array([[focal_px, 0, (w - 1) / 2], [0, focal_px, (h - 1) / 2], [0, 0, 1.0]])
+    k = np.array([[focal_px, 0, w / 2], [0, focal_px, h / 2], [0, 0, 1.0]])
     return np.tile(k, (num_frames, 1, 1))
 
 

@@ -52,6 +52,20 @@ def joint_limit_table() -> np.ndarray:
     return table
 
 
+# Relative weight of the L2 pull toward the rest pose, per body joint: joints that COCO-17
+# keypoints do not pin down (feet, ankles' twist, collars, wrists, spine) are held harder.
+_REST_PULL = {"left_foot": 50.0, "left_ankle": 5.0, "left_collar": 20.0, "left_wrist": 10.0,
+              "spine1": 5.0, "spine2": 5.0, "spine3": 5.0, "neck": 5.0, "head": 5.0}  # fmt: skip
+
+
+def rest_pull_weights() -> np.ndarray:
+    """[21] weight of each body joint in ``Priors.pose_l2`` (1 = the default)."""
+    w = np.ones(21)
+    for j, name in enumerate(bundle.JOINT_NAMES[1:22]):
+        w[j] = _REST_PULL.get(name.replace("right_", "left_"), 1.0)
+    return w
+
+
 class Priors(torch.nn.Module):
     """Differentiable prior terms (sums over the batch; callers normalise)."""
 
@@ -60,6 +74,7 @@ class Priors(torch.nn.Module):
         t = torch.as_tensor(joint_limit_table()[1:], dtype=torch.float32, device=device)  # [21,3,2]
         self.register_buffer("lo", t[..., 0])
         self.register_buffer("hi", t[..., 1])
+        self.register_buffer("pull", torch.as_tensor(rest_pull_weights(), dtype=torch.float32, device=device)[:, None])
 
     def joint_limits(self, body_pose: torch.Tensor) -> torch.Tensor:
         """[..., 63] body pose -> [...] squared excess over the limits."""
@@ -67,10 +82,10 @@ class Priors(torch.nn.Module):
         over = torch.relu(p - self.hi) + torch.relu(self.lo - p)
         return (over**2).sum(dim=(-1, -2))
 
-    @staticmethod
-    def pose_l2(body_pose: torch.Tensor) -> torch.Tensor:
-        """[..., 63] -> [...]"""
-        return (body_pose**2).sum(-1)
+    def pose_l2(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """[..., 63] -> [...] weighted squared distance to the rest pose (``rest_pull_weights``)."""
+        p = body_pose.reshape(*body_pose.shape[:-1], 21, 3)
+        return (self.pull * p**2).sum((-1, -2))
 
     @staticmethod
     def shape_l2(betas: torch.Tensor) -> torch.Tensor:

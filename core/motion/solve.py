@@ -45,7 +45,7 @@ class Ground:
 @dataclass
 class MotionResult:
     state: FitState  # in the world frame (+Y up, floor y = 0)
-    ground: Ground  # the floor as found in the fitting (camera) frame
+    ground: Ground  # the floor as found in the fitting (camera) frame; residual = final floor spread
     reprojection_px: np.ndarray  # [P, T] mean keypoint error in pixels (NaN where not seen)
 
 
@@ -193,13 +193,47 @@ def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: F
         return np.where(vis.any(-1), (err * vis).sum(-1) / vis.sum(-1), np.nan)
 
 
+def path_scale(pelvis_cam: np.ndarray, weight: np.ndarray, cam_path: np.ndarray, lag: int = 5) -> float:
+    """Metric scale of a camera path solved up to scale, from the people seen along it.
+
+    People move smoothly in the world, so with the right scale ``s`` their world paths
+    ``X_w(t) = R(t) X_c(t) + s c(t)`` have the least acceleration (taken over ``lag`` frames so
+    the slow drift of the camera counts, not the fit's frame-to-frame noise). This is linear in
+    ``s``: the least-squares solution is closed form.
+
+    Args:
+        pelvis_cam: [P, T, 3] pelvis positions in each frame's camera frame (metric, from the fit).
+        weight: [P, T] how much each frame counts (0 = not seen).
+        cam_path: [T, 4, 4] camera-to-scene transforms with unscaled translations.
+    """
+    num_t = pelvis_cam.shape[1]
+    if num_t <= 2 * lag:
+        lag = max(1, (num_t - 1) // 2)
+    if num_t < 3:
+        return 1.0
+    rot, centre = cam_path[:, :3, :3], cam_path[:, :3, 3]
+    a = np.einsum("tab,ptb->pta", rot, pelvis_cam)  # [P,T,3]
+
+    def acc(x: np.ndarray) -> np.ndarray:
+        return x[..., 2 * lag :, :] - 2 * x[..., lag:-lag, :] + x[..., : -2 * lag, :]
+
+    aa, cc = acc(a), acc(centre)[None]
+    w = np.minimum(np.minimum(weight[:, 2 * lag :], weight[:, lag:-lag]), weight[:, : -2 * lag])[..., None]
+    den = float((w * cc * cc).sum())
+    if den < 1e-12:
+        return 1.0
+    return float(max(-(w * aa * cc).sum() / den, 1e-3))
+
+
 def fit_motion(
     model,  # type: ignore[no-untyped-def]
     obs: Observations,
     cfg: FitConfig,
     *,
     init: FitState | None = None,
-    cam_to_fit: np.ndarray | None = None,
+    init_world: FitState | None = None,
+    init_root: bool = True,
+    cam_path: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> MotionResult:
     """Fit every person of a clip and put people and camera into the world frame.
@@ -210,8 +244,13 @@ def fit_motion(
             each frame's camera frame).
         init: optional start in the camera frame (from another tool, ``core.motion.init``);
             without it the rigid stage finds one.
-        cam_to_fit: optional [T, 4, 4] camera-to-scene transforms of a moving camera, metric
-            (``core.motion.camera``); without it the camera is static.
+        init_root: False when ``init`` knows body pose and shape only: the rigid stage places
+            the bodies and the init's pose and betas are kept.
+        init_world: optional complete start in a world frame (+Y up, floor y = 0) with its
+            cameras (a Troupe bundle): only the joint refinement runs, the cameras stay.
+        cam_path: optional [T, 4, 4] camera-to-scene transforms of a moving camera with
+            translations known up to scale (``core.motion.camera``); the scale comes from the
+            people (``path_scale``). Without it the camera is static.
         progress: ``progress(fraction, message)``.
     """
 
@@ -222,49 +261,67 @@ def fit_motion(
     body = SparseBody(model, device=cfg.device)
     nb = model.num_betas
     num_t = obs.num_frames
-    cam_obs = replace(obs, world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))
-    if init is None:
-        report(0.0, "placing people (rigid start)")
-        state = rigid_start(body, cam_obs, cfg, nb)
-    else:
-        state = replace(init, world_to_cam=cam_obs.world_to_cam)
-    report(0.15, "fitting poses in the camera frame")
-    fitter = Fitter(body, replace(cam_obs, labels=None), cfg, state)
-    fitter.run(
-        "pose",
-        cfg.iters_pose,
-        [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl],
-        lambda f: report(0.15 + 0.45 * f, "fitting poses in the camera frame"),
-    )
-    state = fitter.state()
-    rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)
-
-    # Into one scene frame: the camera frame (static camera) or the solved camera path.
-    if cam_to_fit is not None:
-        g_rot = cam_to_fit[:, :3, :3]
-        g_t = cam_to_fit[:, :3, 3]
-        rot, tr = rigid_transform_bodies(rest_pelvis, state.global_rot, state.transl, g_rot, g_t)
-        state = replace(state, global_rot=rot, transl=tr, world_to_cam=np.linalg.inv(cam_to_fit))
-    joints, feet, _ = body_points(body, state, cfg.device)
     weight = observed_weight(obs.keypoints, cfg.min_confidence)
-    ground = estimate_ground(joints, feet, weight)
-    centre = np.average(joints[:, :, 0].reshape(-1, 3), axis=0, weights=weight.reshape(-1) + 1e-9)
-    cam0 = np.linalg.inv(state.world_to_cam[0])
-    rot, origin = world_from_ground(ground, centre, cam0[:3, 2])
-    state = to_world(state, rest_pelvis, rot, origin)
-    log.info("floor: normal %s, spread %.3f m", np.round(ground.normal, 3), ground.residual)
+    if init_world is not None:
+        state = init_world
+        joints, feet, _ = body_points(body, state, cfg.device)
+        ground = Ground(normal=np.array([0.0, 1.0, 0.0]), offset=0.0, residual=_floor_spread(feet, weight))
+        fixed_camera = True
+    else:
+        cam_obs = replace(obs, world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))
+        if init is None or not init_root:
+            report(0.0, "placing people (rigid start)")
+            state = rigid_start(body, cam_obs, cfg, nb)
+            if init is not None:
+                state = replace(state, body_pose=init.body_pose.copy(), betas=init.betas.copy())
+        else:
+            state = replace(init, world_to_cam=cam_obs.world_to_cam)
+        report(0.15, "fitting poses in the camera frame")
+        fitter = Fitter(body, replace(cam_obs, labels=None), cfg, state)
+        fitter.run(
+            "pose",
+            cfg.iters_pose,
+            [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl],
+            lambda f: report(0.15 + 0.45 * f, "fitting poses in the camera frame"),
+        )
+        state = fitter.state()
+        rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)
+        # Into one scene frame: the camera frame (static camera) or the solved camera path.
+        if cam_path is not None:
+            joints, _, _ = body_points(body, state, cfg.device)
+            scale = path_scale(joints[:, :, 0], weight, cam_path)
+            log.info("camera path scale from the people: %.4f m per unit", scale)
+            cam_to_fit = cam_path.copy()
+            cam_to_fit[:, :3, 3] *= scale
+            rot, tr = rigid_transform_bodies(rest_pelvis, state.global_rot, state.transl, cam_to_fit[:, :3, :3], cam_to_fit[:, :3, 3])
+            state = replace(state, global_rot=rot, transl=tr, world_to_cam=np.linalg.inv(cam_to_fit))
+        joints, feet, _ = body_points(body, state, cfg.device)
+        ground = estimate_ground(joints, feet, weight)
+        centre = np.average(joints[:, :, 0].reshape(-1, 3), axis=0, weights=weight.reshape(-1) + 1e-9)
+        cam0 = np.linalg.inv(state.world_to_cam[0])
+        rot, origin = world_from_ground(ground, centre, cam0[:3, 2])
+        state = to_world(state, rest_pelvis, rot, origin)
+        log.info("floor: normal %s, spread %.3f m", np.round(ground.normal, 3), ground.residual)
+        fixed_camera = False
 
     report(0.6, "refining people together in the world frame")
     fitter = Fitter(body, replace(obs, world_to_cam=state.world_to_cam), cfg, state)
-    fitter.run(
-        "world",
-        cfg.iters_world,
-        [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl],
-        lambda f: report(0.6 + 0.4 * f, "refining people together in the world frame"),
-    )
+    params = [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl]
+    if not fixed_camera:
+        params.append(fitter.cam_delta)
+    fitter.run("world", cfg.iters_world, params, lambda f: report(0.6 + 0.4 * f, "refining people together in the world frame"))
     state = fitter.state()
     world_obs = replace(obs, world_to_cam=state.world_to_cam)
+    _, feet, _ = body_points(body, state, cfg.device)
+    ground = replace(ground, residual=_floor_spread(feet, weight))
     return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, world_obs, cfg))
+
+
+def _floor_spread(feet: np.ndarray, weight: np.ndarray) -> float:
+    """RMS height (m) of each person's lowest foot point over the seen frames."""
+    low = feet[..., 1].min(-1)
+    w = weight + 1e-9
+    return float(np.sqrt(np.average(low**2, weights=w)))
 
 
 def state_to_motions(state: FitState, visibility: np.ndarray, fps: float, gender: str, num_expression: int) -> list[bundle.Motion]:
