@@ -19,15 +19,9 @@ import bpy
 LAYERED_ACTIONS = hasattr(bpy.types, "ActionSlot")
 
 
-def _blend_relative_paths() -> set[str]:
-    try:
-        bpy.props.StringProperty(subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"})  # type: ignore[arg-type]
-    except TypeError:
-        return set()
-    return {"PATH_SUPPORTS_BLEND_RELATIVE"}
-
-
-BLEND_RELATIVE_PATH: set[str] = _blend_relative_paths()  # options= of a path property that may start with //
+# options= of a path property that may start with //. A version test: the option is only
+# checked when the class registers (4.2 then fails with ValueError), so creating one proves nothing.
+BLEND_RELATIVE_PATH: set[str] = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
 
 
 class FCurveFactory:
