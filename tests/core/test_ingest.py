@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import cv2
 import numpy as np
@@ -111,3 +112,30 @@ def test_ingest_stage_in_the_pipeline(video, tmp_path):
     with pytest.raises(JobError, match="missing.mp4"):
         run_pipeline(JobDir(tmp_path / "job2"), RunConfig(video=str(tmp_path / "missing.mp4")), lambda *a: None,
                      stages=STAGES[:1])  # fmt: skip
+
+
+def _set_rotation_90(path):
+    """Write a 90-degree display matrix into the MP4's track header (as phones do)."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    assert i > 0 and data[i + 4] == 0  # version 0 header: matrix after 36 bytes of fields
+    off = i + 4 + 4 + 4 * 5 + 8 + 2 * 4
+    assert struct.unpack(">9i", data[off : off + 36]) == (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+    data[off : off + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    path = tmp_path / "phone.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (160, 80))
+    for _ in range(3):
+        img = np.zeros((80, 160, 3), np.uint8)
+        img[:, :40] = 255  # a white band on the left of the stored frame
+        w.write(img)
+    w.release()
+    _set_rotation_90(path)
+    meta = ingest(path, tmp_path / "out", RunConfig())
+    assert meta.rotation == 90 and meta.source_size == (80, 160) and meta.size == (80, 160)
+    frame = Frames(tmp_path / "out")[0]
+    assert frame.shape == (160, 80, 3)
+    assert frame[:35].mean() > 200 and frame[45:].mean() < 50  # shown upright: the band is now on top
