@@ -141,14 +141,10 @@ def _synth(root: Path, meta: IngestMeta) -> Tracks:
     k[..., :2] = np.where(tracks.visibility[..., None, None], xy, np.nan)
     k[..., 2] = flag.astype(np.float32)
     tracks.keypoints = k
-    # GT visibility is either a fraction of the body that is seen or a flag; a flag gives no
-    # occlusion ratio, then the share of keypoints flagged hidden stands in for it.
-    if visibility.dtype != bool and np.nanmax(np.where(np.isfinite(vis_gt), vis_gt, 0), initial=0) <= 1.0 and np.any(
-        (vis_gt > 0) & (vis_gt < 1)
-    ):
-        occ = 1.0 - vis_gt
-    else:
-        occ = 1.0 - flag.mean(axis=2)
+    # `core synth` stores the visible fraction of each body (docs/formats.md); a 0/1 flag gives no
+    # ratio, and then the share of keypoints flagged hidden stands in for it.
+    fraction = np.issubdtype(visibility.dtype, np.floating) and np.any((vis_gt > 0) & (vis_gt < 1))
+    occ = 1.0 - vis_gt if fraction else 1.0 - flag.mean(axis=2)
     tracks.occlusion = np.where(tracks.visibility, occ, np.nan).astype(np.float32)
     tracks.scores = tracks.visibility.astype(np.float32)
     log.info("import: synthetic ground truth %s, %d people", gt, n)
