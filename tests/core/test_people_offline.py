@@ -120,3 +120,25 @@ def test_runner_clip_gives_one_person_with_mask_and_keypoints(models_available, 
         inside = m[np.clip(xy[:, 1], 0, m.shape[0] - 1), np.clip(xy[:, 0], 0, m.shape[1] - 1)]
         assert inside.mean() > 0.7  # confident keypoints lie on the person's mask
     assert (job.stage_dir("people") / "overlay.mp4").stat().st_size > 10_000
+
+
+def test_offline_on_a_synthetic_scene_against_ground_truth(models_available, tmp_path):
+    """Regression guard with margin (benchmarks/people_synth.py has the full numbers): 3 stand-in
+    people, two of them overlapping closely (the one behind is missed: BlazePose's weak spot)."""
+    import argparse
+
+    from core.people.metrics import evaluate_against_synth
+    from core.synth.cli import add_arguments
+    from core.synth.cli import main as synth_main
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    scene = tmp_path / "synth"
+    synth_main(p.parse_args(["--out", str(scene), "--people", "3", "--frames", "12", "--size", "480x270", "--seed", "1"]))
+    job = JobDir(tmp_path / "job")
+    run_pipeline(job, RunConfig(video=str(scene / "video.mp4"), extra={"people": {"overlay": False}}),
+                 lambda *a: None, stages=STAGES[:2])  # fmt: skip
+    res = read_people(job.stage_dir("people"))
+    s = evaluate_against_synth(res, scene)
+    assert res.num_people >= 2 and s.id_switches == 0 and s.precision > 0.95
+    assert s.mask_iou > 0.45 and s.pck > 0.55 and s.recall > 0.55, s.as_dict()
