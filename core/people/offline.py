@@ -38,6 +38,7 @@ from .tracks import Tracks, empty_keypoints
 
 log = logging.getLogger("troupe.people")
 
+MAX_RAW_TRACKS = 254  # track i is label value i + 1 in uint8 label maps
 MIN_PRESENCE = 0.5  # landmark model's person score below which a ROI holds nobody
 DETECT_EVERY = {"preview": 10, "standard": 5, "high": 2}  # tile-pyramid detection period per quality
 
@@ -369,7 +370,15 @@ def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progr
         progress(0.95 * (t + 1) / T, f"frame {t + 1}/{T}: {len(obs)} people")
     chains = _stitch(tracks, (w, h), fps)
     log.info("offline: %d tracklets stitched into %d tracks", len(tracks), len(chains))
-    return _to_tracks(chains, tracks, per_frame, T, work)
+    dropped = []
+    if len(chains) > MAX_RAW_TRACKS:  # label maps hold 254 tracks: keep the longest
+        chains.sort(key=lambda c: -sum(len(tracks[i].frames) for i in c))
+        dropped = [{"track": f"tracklets {'+'.join(map(str, c))}", "frames": sum(len(tracks[i].frames) for i in c),
+                    "reason": f"more than {MAX_RAW_TRACKS} tracks: one of the shortest"} for c in chains[MAX_RAW_TRACKS:]]  # fmt: skip
+        chains = sorted(chains[:MAX_RAW_TRACKS], key=lambda c: tracks[c[0]].frames[0])
+    out = _to_tracks(chains, tracks, per_frame, T, work)
+    out.dropped = dropped
+    return out
 
 
 def _keypoints_from(lm: Landmarks, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,7 @@ SIZES = {  # size -> (config inside the sam2 package, checkpoint file, hub id)
     "base_plus": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt", "facebook/sam2.1-hiera-base-plus"),
     "large": ("configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt", "facebook/sam2.1-hiera-large"),
 }
+MAX_OBJECTS_PER_VIDEO = 254  # object o is label value o + 1 in a uint8 label map
 BY_QUALITY = {"preview": "tiny", "standard": "base_plus", "high": "large"}
 DETECT_EVERY = {"preview": 10, "standard": 5, "high": 3}
 RELEASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -115,7 +117,7 @@ def track_sam2(frames: Frames, config: RunConfig, settings, work: Path, progress
     w, h = meta.size
     every = settings.detect_every or DETECT_EVERY.get(config.quality, 5)
     max_objects = max(1, 2 * config.max_people)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
     with torch.inference_mode(), autocast:
         state = predictor.init_state(video_path=str(frames.dir / "frames"), offload_video_to_cpu=True,
                                      offload_state_to_cpu=not device.startswith("cuda"))  # fmt: skip
@@ -141,6 +143,9 @@ def track_sam2(frames: Frames, config: RunConfig, settings, work: Path, progress
             for j in range(len(boxes)):
                 if j in used or len(state["obj_ids"]) >= max_objects:
                     continue
+                if next_obj >= MAX_OBJECTS_PER_VIDEO:
+                    log.warning("sam2: %d objects started; no new ones after frame %d", next_obj, start)
+                    break
                 if ids and iou[:, j].max() >= 0.3:
                     continue  # a tracked person partly overlapping the box: not someone new
                 predictor.add_new_points_or_box(state, frame_idx=start, obj_id=next_obj, box=boxes[j])
@@ -162,14 +167,6 @@ def track_sam2(frames: Frames, config: RunConfig, settings, work: Path, progress
                 _write_labels(work, t, cur, h, w)
             progress(end / T, f"frame {end}/{T}: {len(state['obj_ids'])} people")
     return _to_tracks(frames, work, next_obj, scores)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _write_labels(work: Path, t: int, logits: dict[int, np.ndarray], h: int, w: int) -> None:
