@@ -38,6 +38,7 @@ log = logging.getLogger("troupe.motion")
 # COCO-17 indices used to place and orient a body before its pose is known.
 TORSO = (5, 6, 11, 12)  # shoulders, hips
 RIGID = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # face + torso
+MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the coverage half of the silhouette term
 # Weight of each COCO-17 keypoint in the fit: SMPL-X hip joints sit higher and further in
 # than annotated hips (core.keypoints), so they count less.
 KEYPOINT_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1], np.float32)
@@ -48,7 +49,7 @@ class FitConfig:
     """Weights and iteration counts of the fit (``quality`` presets scale the iterations)."""
 
     iters_rigid: int = 40  # root-only iterations per yaw hypothesis
-    iters_pose: int = 250  # full-body iterations in the camera frame
+    iters_pose: int = 600  # full-body iterations in the camera frame (depth converges slowly)
     iters_world: int = 200  # iterations in the world frame with floor / contact / people terms
     lr: float = 0.04  # Adam learning rate (radians, metres, betas)
     kp_sigma: float = 0.3  # robust scale of keypoint residuals, as a fraction of the person's size in pixels
@@ -56,14 +57,14 @@ class FitConfig:
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
     w_pose: float = 2e-3  # L2 of the body pose
     w_shape: float = 5e-3  # L2 of betas
-    w_smooth: float = 0.5  # joint acceleration (m/frame^2)^2
+    w_smooth: float = 1.0  # joint acceleration (m/frame^2)^2
     w_smooth_pose: float = 0.05  # pose velocity (rad/frame)^2
     w_floor: float = 20.0  # lowest foot point to the floor (robust: jumps pay less)
     w_ground: float = 100.0  # points below the floor
     w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
     w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
-    w_depth_order: float = 20.0  # who is in front where masks say so
-    w_silhouette: float = 0.5  # body surface outside the person's (or an occluder's) mask
+    w_depth_order: float = 10.0  # who is in front where masks say so (m^2, mean over surface points)
+    w_silhouette: float = 1.0  # body surface outside the person's (or an occluder's) mask (mean over points)
     contact_height: float = 0.06  # a foot point this close to the floor (m) may be in contact
     contact_speed: float = 0.015  # and moving slower than this (m/frame)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
@@ -400,14 +401,22 @@ class Fitter:
         num_t, h, w = labels.shape
         field_ = np.zeros((self.num_p, num_t, h, w), np.float32)
         has = np.zeros((self.num_p, num_t), bool)
+        m = MASK_SAMPLES
+        samples = np.zeros((self.num_p, num_t, m, 2), np.float32)
+        rng = np.random.default_rng(0)
         for t in range(num_t):
             people = labels[t] > 0
             for p in range(self.num_p):
-                has[p, t] = bool((labels[t] == p + 1).any())
+                ys, xs = np.nonzero(labels[t] == p + 1)
+                has[p, t] = len(xs) > 0
                 if has[p, t]:
                     field_[p, t] = cv2.distanceTransform((~people).astype(np.uint8), cv2.DIST_L2, 3)
+                    pick = rng.integers(0, len(xs), m)
+                    samples[p, t, :, 0] = (xs[pick] + 0.5) / self.obs.label_scale
+                    samples[p, t, :, 1] = (ys[pick] + 0.5) / self.obs.label_scale
         self.mask_dist = torch.as_tensor(field_, device=self.device)
         self.mask_has = torch.as_tensor(has, device=self.device)
+        self.mask_samples = torch.as_tensor(samples, device=self.device)  # [P,T,M,2] image px inside each mask
 
     def _sample(self, grid: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Bilinear sample [P, T, h, w] maps at pixel positions uv [P, T, N, 2] (image pixels)."""
@@ -429,7 +438,11 @@ class Fitter:
         c = self.cfg
         uv, z = self.project(out.surface)  # [P,T,S,2], [P,T,S]
         dist = self._sample(self.mask_dist, uv) / self.obs.label_scale  # in image pixels
-        sil = (gmof((dist / self.scale[..., None]) ** 2, 0.2) * self.mask_has[..., None]).sum()
+        outside = gmof((dist / self.scale[..., None]) ** 2, 0.2).mean(-1)
+        # and the other way: every visible part of the mask has some of the body near it
+        near = torch.cdist(self.mask_samples.reshape(-1, MASK_SAMPLES, 2), uv.reshape(-1, uv.shape[2], 2)).min(-1).values
+        cover = gmof((near.reshape(self.num_p, self.num_t, -1) / self.scale[..., None]) ** 2, 0.2).mean(-1)
+        sil = ((outside + cover) * self.mask_has).sum()
         total = c.w_silhouette * sil
         if self.num_p > 1:
             h, w = self.labels.shape[-2:]
@@ -449,7 +462,7 @@ class Fitter:
                     d2 = torch.cdist(uv[a].detach(), uv[b].detach())  # [T,S,S]
                     nearest = d2.argmin(-1)  # b's point under a's point
                     zb = torch.gather(z[b], 1, nearest)
-                    order = order + (on_b * torch.relu(zb + 0.05 - z[a]) ** 2).sum()
+                    order = order + (on_b * torch.relu(zb + 0.05 - z[a]) ** 2).mean(-1).sum()
             total = total + c.w_depth_order * order
         return total
 
@@ -472,7 +485,7 @@ class Fitter:
             )
         else:
             opt = torch.optim.Adam(params, lr=self.cfg.lr)
-        outer = max(iters // 20, 1) if self.cfg.optimizer == "lbfgs" else iters
+        outer = -(-iters // 20) if self.cfg.optimizer == "lbfgs" else iters  # 0 iterations: no step
         for it in range(outer):
             if stage == "world" and (self.cfg.optimizer == "lbfgs" or it % 25 == 0):
                 with torch.no_grad():

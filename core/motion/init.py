@@ -183,7 +183,7 @@ def from_simple(data: dict[str, np.ndarray], path: Path, inputs: MotionInputs, m
     if all(pid in ids for pid in inputs.ids):
         order = np.array([ids.index(pid) for pid in inputs.ids])
     elif has_root and focal:
-        tr = data["transl"].astype(np.float64)
+        tr = np.stack([_fit_frames(x, num_t, "transl") for x in data["transl"].astype(np.float64)])
         uv = focal * tr[..., :2] / np.maximum(tr[..., 2:3], 1e-3) + np.array(inputs.image_size) / 2
         order = match_people(uv, inputs)
     else:

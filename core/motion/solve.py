@@ -31,6 +31,9 @@ from .fit import (
 log = logging.getLogger("troupe.motion")
 
 YAWS = (0.0, 0.5 * np.pi, np.pi, 1.5 * np.pi)
+# How hard the floor normal is held to the people's mean up direction (m^2, against the spread of the
+# foot points): a few people on a few metres of floor do not pin a plane's tilt on their own.
+UP_PULL = 0.3
 
 
 @dataclass
@@ -96,7 +99,7 @@ def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) ->
         c = (low * rw[:, None]).sum(0) / rw.sum()
         d = low - c
         cov = (d * rw[:, None]).T @ d / rw.sum()
-        n = np.linalg.solve(cov + 0.02 * np.eye(3), up)
+        n = np.linalg.solve(cov + UP_PULL * np.eye(3), up)
         n /= np.linalg.norm(n)
         r = low @ n - np.median(low @ n)
         rw = w / (1.0 + (r / 0.05) ** 2)

@@ -1,0 +1,335 @@
+"""The motion stage: SMPL-X posing, priors, geometry helpers, init adapters, and the whole fit
+on a small synthetic scene checked against its ground truth with ``core.evaluate``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import bundle as bd
+from core import keypoints as kp
+from core.motion import camera, fit, init, priors, solve
+from core.motion.inputs import intrinsics, read_synth
+from core.pipeline import JobDir, JobError, RunConfig, StageContext
+
+SCENE = {"people": 2, "frames": 24, "size": (480, 270), "seed": 5}
+# Fast settings for CPU tests (the defaults are the benchmark's).
+TEST_FIT = {"iters_rigid": 20, "iters_pose": 400, "iters_world": 60}
+
+
+@pytest.fixture(scope="module")
+def model(standin_model_dir):
+    from core.body.model import BodyModel
+
+    return BodyModel(standin_model_dir)
+
+
+@pytest.fixture(scope="module")
+def scene(model, tmp_path_factory) -> Path:
+    from core.synth.generate import generate
+    from core.synth.scene import SynthConfig
+
+    out = tmp_path_factory.mktemp("motion") / "scene"
+    generate(SynthConfig(**SCENE), out, model)
+    return out
+
+
+def fit_scene(model, folder: Path, cfg: fit.FitConfig, **kwargs) -> tuple[bd.Bundle, solve.MotionResult]:
+    inp = read_synth(folder, noise_px=2.0, drop=0.1, seed=1)
+    t = inp.num_frames
+    obs = fit.Observations(
+        inp.keypoints, intrinsics(inp.image_size, inp.focal_px, t), np.tile(np.eye(4), (t, 1, 1)), inp.image_size,
+        inp.labels, inp.label_scale,
+    )  # fmt: skip
+    res = solve.fit_motion(model, obs, cfg, **kwargs)
+    from core.motion.stage import make_bundle
+
+    return make_bundle(inp, res.state, obs.K, model, video=None, extra={}), res
+
+
+# ---------------------------------------------------------------------------------------------
+# body, priors, geometry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sparse_body_matches_body_model(model):
+    from smplx.lbs import batch_rodrigues
+
+    from core.motion.body import FOOT_VERTICES, SparseBody
+
+    body = SparseBody(model)
+    g = torch.Generator().manual_seed(0)
+    betas = torch.randn(3, 10, generator=g)
+    pose = torch.randn(3, 66, generator=g) * 0.4
+    transl = torch.randn(3, 3, generator=g)
+    full = torch.zeros(3, 165)
+    full[:, :66] = pose
+    verts, joints = model.forward(betas, full, transl)
+    out = body(betas, batch_rodrigues(pose[:, :3]), pose[:, 3:], transl)
+    assert torch.allclose(out.joints, joints, atol=1e-5)
+    assert torch.allclose(out.coco, kp.coco17_from_smplx(verts, joints), atol=1e-5)
+    assert torch.allclose(out.feet, verts[:, list(FOOT_VERTICES)], atol=1e-5)
+    assert torch.allclose(out.surface, verts[:, body.surface_ids], atol=1e-5)
+    # the surface is optional and the rest is unchanged without it
+    lean = body(betas, batch_rodrigues(pose[:, :3]), pose[:, 3:], transl, surface=False)
+    assert lean.surface.shape[1] == 0 and torch.allclose(lean.coco, out.coco)
+
+
+def test_joint_limits_are_mirrored_and_stop_a_backward_knee():
+    table = priors.joint_limit_table()
+    names = bd.JOINT_NAMES
+    lk, rk = names.index("left_knee"), names.index("right_knee")
+    assert table[lk, 0, 0] < 0.0 < 2.0 < table[lk, 0, 1]
+    np.testing.assert_allclose(table[rk, 0], table[lk, 0])
+    np.testing.assert_allclose(table[rk, 1], -table[lk, 1, ::-1])
+    p = priors.Priors()
+    pose = torch.zeros(2, 63)
+    pose[0, (lk - 1) * 3] = 1.5  # a bent knee: free
+    pose[1, (lk - 1) * 3] = -1.0  # a knee bent backwards: penalised
+    cost = p.joint_limits(pose)
+    assert cost[0] == 0 and cost[1] > 0.5
+
+
+def test_rigid_transform_of_bodies_moves_joints_rigidly(model):
+    from core.motion.body import SparseBody
+
+    body = SparseBody(model)
+    rng = np.random.default_rng(0)
+    st = fit.FitState(
+        betas=rng.normal(size=(2, 10)) * 0.5,
+        global_rot=np.stack([np.stack([fit.facing_rotation(a) for a in rng.uniform(0, 6, 3)]) for _ in range(2)]),
+        body_pose=rng.normal(size=(2, 3, 63)) * 0.2,
+        transl=rng.normal(size=(2, 3, 3)),
+        world_to_cam=np.tile(np.eye(4), (3, 1, 1)),
+    )
+    joints, _, _ = solve.body_points(body, st, "cpu")
+    g_rot = fit.facing_rotation(0.7)
+    g_t = np.array([0.3, -1.0, 2.0])
+    rest_pelvis = body.rest_joints(torch.as_tensor(st.betas, dtype=torch.float32))[:, 0].numpy()
+    rot, tr = fit.rigid_transform_bodies(rest_pelvis.astype(np.float64), st.global_rot, st.transl, g_rot, g_t)
+    moved, _, _ = solve.body_points(body, replace(st, global_rot=rot, transl=tr), "cpu")
+    np.testing.assert_allclose(moved, joints @ g_rot.T + g_t, atol=2e-5)
+
+
+def test_viterbi_prefers_consistent_states():
+    cost = np.array([[0.0, 1.0], [0.6, 0.5], [0.0, 1.0]])  # frame 1 slightly prefers state 1
+    switch = np.full((2, 2, 2), 1.0)
+    switch[:, 0, 0] = switch[:, 1, 1] = 0.0
+    assert viterbi_states(cost, switch) == [0, 0, 0]
+    assert viterbi_states(cost, switch * 0) == [0, 1, 0]
+
+
+def viterbi_states(cost, switch):
+    return fit.viterbi(cost, switch).tolist()
+
+
+def test_path_scale_recovers_the_metric_scale():
+    # a person walking steadily, a camera sliding sideways; the solved path is 1/4 of metric
+    num_t = 60
+    t = np.arange(num_t)
+    person_world = np.stack([0.04 * t, np.zeros(num_t), 5.0 + 0.01 * t], -1)[None]
+    centres = np.stack([np.sin(t / 10.0) * 2.0, np.full(num_t, 1.5), np.zeros(num_t)], -1)
+    path = np.tile(np.eye(4), (num_t, 1, 1))
+    path[:, :3, 3] = centres / 4.0
+    pelvis_cam = person_world - centres[None]  # cameras unrotated
+    s = solve.path_scale(pelvis_cam, np.ones((1, num_t)), path)
+    assert s == pytest.approx(4.0, rel=1e-3)
+
+
+def test_interpolated_camera_poses_hold_the_keyframes():
+    from scipy.spatial.transform import Rotation
+
+    keys = np.tile(np.eye(4), (2, 1, 1))
+    keys[1, :3, :3] = Rotation.from_euler("y", 0.4).as_matrix()
+    keys[1, :3, 3] = [1.0, 0.0, 0.0]
+    out = camera.interpolate_poses(np.array([2, 6]), keys, 8)
+    np.testing.assert_allclose(out[2], keys[0], atol=1e-9)
+    np.testing.assert_allclose(out[6], keys[1], atol=1e-9)
+    np.testing.assert_allclose(out[0], keys[0], atol=1e-9)  # held before the first key
+    assert Rotation.from_matrix(out[4, :3, :3]).magnitude() == pytest.approx(0.2)
+    np.testing.assert_allclose(out[4, :3, 3], [0.5, 0, 0])
+
+
+def test_ground_plane_from_feet_of_two_walkers():
+    rng = np.random.default_rng(0)
+    normal = np.array([0.0, -0.98, -0.2])
+    normal /= np.linalg.norm(normal)
+    # two people's lowest feet points on the plane n.x + 1.8 = 0, spread over the floor
+    pts = rng.uniform(-2, 2, size=(2, 30, 3)) + np.array([0, 0, 7.0])
+    pts -= (pts @ normal + 1.8)[..., None] * normal
+    feet = np.repeat(pts[:, :, None], 6, 2)
+    feet[..., 1:, :] += normal * 0.1  # the other foot points are higher up
+    joints = np.zeros((2, 30, 55, 3))
+    joints[:, :, 0] = pts + normal * 0.9
+    joints[:, :, 12] = pts + normal * 1.5
+    g = solve.estimate_ground(joints, feet, np.ones((2, 30)))
+    assert np.degrees(np.arccos(min(1.0, g.normal @ normal))) < 1.0
+    assert g.offset == pytest.approx(1.8, abs=0.02)
+
+
+def test_background_motion_tells_static_from_moving():
+    rng = np.random.default_rng(0)
+    texture = (rng.random((200, 400)) * 255).astype(np.uint8)
+    texture = np.repeat(np.kron(texture, np.ones((3, 3), np.uint8))[..., None], 3, 2)
+    static = [texture[100:280, 100:420].copy() for _ in range(10)]
+    moving = [texture[100:280, 100 + 3 * i : 420 + 3 * i].copy() for i in range(10)]
+    assert camera.background_motion(static, None) < 0.2
+    assert camera.background_motion(moving, None) > 3 * camera.STATIC_PX
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole fit on a synthetic scene
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fit_recovers_people_on_one_floor(model, scene):
+    from core.evaluate import evaluate
+
+    cfg = fit.FitConfig(**TEST_FIT)
+    pred, res = fit_scene(model, scene, cfg)
+    gt = bd.read_bundle(scene / "bundle")
+    ev = evaluate(pred, gt)
+    assert not ev["missed"] and not ev["extra"] and ev["id_switches"] == 0
+    m = ev["mean"]
+    assert m["pa_mpjpe_mm"] < 100, m
+    assert m["mpjpe_mm"] < 400, m
+    assert m["w_mpjpe_mm"] < 260, m
+    assert np.nanmean(res.reprojection_px) < 6.0
+    # everyone stands on y = 0: the lowest foot point of each seen frame is near the floor
+    for p in pred.people:
+        joints = bd.world_joints(p)
+        assert np.abs(np.median(joints[:, [7, 8, 10, 11], 1].min(-1))) < 0.12
+    # the camera is where the ground truth's is relative to the floor: height and tilt
+    cam_pred = np.linalg.inv(pred.camera.world_to_cam[0])
+    cam_gt = np.linalg.inv(gt.camera.world_to_cam[0])
+    assert cam_pred[1, 3] == pytest.approx(cam_gt[1, 3], abs=0.6)
+    tilt = lambda c: np.degrees(np.arcsin(c[1, 2]))  # noqa: E731 (forward axis' y = pitch)
+    assert tilt(cam_pred) == pytest.approx(tilt(cam_gt), abs=6)
+
+
+def test_init_from_ground_truth_bundle_keeps_the_motion(model, scene):
+    """--motion-init with a Troupe bundle: the world, cameras and parameters are taken as they are."""
+    from core.evaluate import evaluate
+
+    gt = bd.read_bundle(scene / "bundle")
+    inp = read_synth(scene)
+    mi = init.load_init(scene / "bundle", inp, model)
+    assert mi.world is not None and mi.K is not None
+    cfg = fit.FitConfig(**{**TEST_FIT, "iters_world": 0})
+    pred, _ = fit_scene(model, scene, cfg, init_world=mi.world)
+    ev = evaluate(pred, gt)
+    assert ev["mean"]["mpjpe_mm"] < 1.0 and ev["mean"]["w_mpjpe_mm"] < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# init adapters
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_inputs(num_p: int = 2, num_t: int = 5):
+    from core.motion.inputs import MotionInputs
+
+    kps = np.zeros((num_p, num_t, 17, 3))
+    for p in range(num_p):
+        kps[p, :, 11:13] = [100 + 200 * p, 100, 1]  # hips: person i further right
+    return MotionInputs([f"p{i}" for i in range(num_p)], kps, np.ones((num_p, num_t)), (400, 200), 30.0, np.arange(num_t))
+
+
+def test_simple_npz_init_matches_people_by_position(model, tmp_path):
+    inp = tiny_inputs()
+    rng = np.random.default_rng(0)
+    body_pose = rng.normal(size=(2, 4, 63)) * 0.1
+    transl = np.array([[[1.0, 0, 5]] * 4, [[-1.0, 0, 5]] * 4])  # file order: right person first
+    path = tmp_path / "init.npz"
+    np.savez(path, format=np.array(init.INIT_FORMAT), ids=np.array(["a", "b"]), body_pose=body_pose,
+             global_orient=np.zeros((2, 4, 3)), transl=transl, betas=np.ones((2, 10)), focal_px=np.array(500.0))  # fmt: skip
+    mi = init.load_init(path, inp, model)
+    assert mi.has_root and mi.focal_px == 500.0
+    np.testing.assert_allclose(mi.state.body_pose[0, :4], body_pose[1])  # track p0 (left) <- file's "b"
+    np.testing.assert_allclose(mi.state.body_pose[0, 4], body_pose[1, 3])  # short file: last frame held
+    np.testing.assert_allclose(mi.state.transl[1, 0], [1.0, 0, 5])
+
+
+def test_amass_npz_gives_pose_and_shape_only(model, tmp_path):
+    inp = tiny_inputs(1)
+    poses = np.zeros((10, 165))
+    poses[:, 3:66] = 0.2
+    np.savez(tmp_path / "walk.npz", poses=poses, trans=np.zeros((10, 3)), betas=np.arange(16.0), gender=np.array("male"))
+    mi = init.load_init(tmp_path / "walk.npz", inp, model)
+    assert not mi.has_root
+    np.testing.assert_allclose(mi.state.body_pose[0], 0.2)
+    np.testing.assert_allclose(mi.state.betas[0], np.arange(10.0))
+
+
+def test_pickles_need_the_explicit_flag(model, tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    inp = tiny_inputs(1, 3)
+    frame = {
+        "tracked_ids": [7],
+        "smpl": [{"global_orient": np.eye(3)[None], "body_pose": np.tile(Rotation.from_rotvec([0.3, 0, 0]).as_matrix(), (23, 1, 1)),
+                  "betas": np.zeros(10)}],
+        "camera": [np.array([0.0, 0.0, 20.0])],
+    }  # fmt: skip
+    path = tmp_path / "phalp.pkl"
+    path.write_bytes(pickle.dumps({f"{i:06d}.jpg": frame for i in range(3)}))
+    with pytest.raises(JobError, match="allow-pickle"):
+        init.load_init(path, inp, model)
+    with pytest.warns(UserWarning, match="pickled"):
+        mi = init.load_init(path, inp, model, allow_pickle=True)
+    np.testing.assert_allclose(mi.state.body_pose[0, :, 0], 0.3, atol=1e-9)
+    np.testing.assert_allclose(mi.state.transl[0, 0], [0, 0, 20.0])
+
+
+def test_bad_init_files_say_what_is_wrong(model, tmp_path):
+    inp = tiny_inputs(1)
+    with pytest.raises(JobError, match="does not exist"):
+        init.load_init(tmp_path / "nope.npz", inp, model)
+    np.savez(tmp_path / "x.npz", something=np.zeros(3))
+    with pytest.raises(JobError, match="troupe.motion_init"):
+        init.load_init(tmp_path / "x.npz", inp, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage in a job directory
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stage_writes_a_valid_motion_bundle(standin_model_dir, scene, tmp_path):
+    from core.motion.stage import run_stage
+    from core.people.ingest import run_stage as ingest_stage
+    from core.people.stage import run_stage as people_stage
+
+    job = JobDir(tmp_path / "job")
+    config = RunConfig(
+        video=str(scene / "video.mp4"), tracker="import", tracks=str(scene), keypoints="import",
+        body_model=str(standin_model_dir), device="cpu", quality="preview",
+        extra={"motion": {"hfov_deg": 55.0, "iters_pose": 60, "iters_world": 30}},
+    )  # fmt: skip
+    for name, fn in (("ingest", ingest_stage), ("people", people_stage), ("motion", run_stage)):
+        fn(StageContext(job=job, config=config, name=name, _progress=lambda f, m: None, _cancelled=lambda: False))
+    out = job.stage_dir("motion")
+    assert bd.validate(out) == []
+    b = bd.read_bundle(out)
+    assert [p.id for p in b.people] == ["p0", "p1"]
+    assert b.extra["motion"]["camera"] == "static"
+    assert b.extra["motion"]["focal_source"] == "config"
+    assert b.extra["motion"]["reprojection_px_mean"] < 10
+    assert b.video and Path(b.video).name == "video.mp4"
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["body_model"]["standin"] is True
+    rig = b.people[0].rig
+    np.testing.assert_allclose(rig.joints, bd.read_bundle(out).people[0].rig.joints)
+
+
+def test_unknown_motion_setting_is_named():
+    from core.motion.stage import fit_config
+
+    with pytest.raises(JobError, match="iters_wrld"):
+        fit_config(RunConfig(device="cpu", extra={"motion": {"iters_wrld": 3}}))
