@@ -148,7 +148,7 @@ def add_image_plane(
     tex = tree.nodes.new("ShaderNodeTexImage")
     tex.image = image
     tex.extension = "CLIP"
-    setup_image_user(tex.image_user, path, int(frames[0]), source_frame, len(frames))
+    setup_image_user(tex.image_user, path, int(frames[0]), source_frame, int(frames[-1] - frames[0]) + 1)
     emit = tree.nodes.new("ShaderNodeEmission")
     out = tree.nodes.new("ShaderNodeOutputMaterial")
     tree.links.new(tex.outputs["Color"], emit.inputs["Color"])

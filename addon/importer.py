@@ -17,7 +17,7 @@ Layout made in the scene::
         <id> joint frames      helper mesh the splat skinning reads the bones through
         <id> mesh              appearance mesh (when the bundle has mesh.ply)
 
-Bundle frame i is scene frame ``frame_offset + i``.
+Bundle frame i is scene frame ``frame_offset + i * frame_step`` (the source video's timing).
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ class BundleImporter:
         top[TAG] = created.import_id
         scene.collection.children.link(top)
         result = ImportResult(collection=top)
-        frames = s.frame_offset + np.arange(b.frame_count, dtype=np.float64)
+        # Bundle frame i is source frame frame_start + i * frame_step: keys land on the matching scene
+        # frame, so with a step > 1 the timing and the background video stay in sync.
+        frames = s.frame_offset + b.frame_step * np.arange(b.frame_count, dtype=np.float64)
         people = [p for p in b.people if s.people is None or p.id in s.people]
         splat_setup: gsplat.SplatSetup | None = None
         if s.splats and any(p.splats is not None for p in people):
@@ -166,13 +168,10 @@ class BundleImporter:
         if not video.exists():
             result.warnings.append(f"the source video {video} is missing: no camera background")
             return
-        if b.frame_step != 1:
-            result.warnings.append(
-                f"the bundle keeps every {b.frame_step}th source frame: the background video plays every frame"
-            )
         image = camera.load_video(video)
         if s.background:
-            camera.add_background(cam, image, video, int(frames[0]), b.frame_start, b.frame_count)
+            span = int(frames[-1] - frames[0]) + 1
+            camera.add_background(cam, image, video, int(frames[0]), b.frame_start, span)
         if s.image_plane:
             result.plate = camera.add_image_plane(cam, b.camera, image, video, frames, b.frame_start,
                                                   self._plate_depth(b), top)  # fmt: skip

@@ -20,7 +20,9 @@ Conventions:
     - quaternions w, x, y, z; rotations in motion files are axis-angle;
     - 55 SMPL-X joints in ``JOINT_NAMES`` order, pose layout global(3) body(63) jaw(3)
       leye(3) reye(3) lhand(45) rhand(45) = 165, hand poses without PCA;
-    - bundle frame i is source frame ``frame_start + i * frame_step``; time = frame / fps.
+    - bundle frame i is source frame ``frame_start + i * frame_step``; time = frame / fps, where
+      ``fps`` (bundle.json) is the source video's rate; motion rows come at fps / frame_step
+      (``mocap_frame_rate`` in motion.npz, so AMASS readers play them at the right speed).
 
 The rig and the motion agree exactly: the world position of joint j at frame t is
 ``forward_kinematics(rig.joints, rig.parents, motion.poses[t], motion.trans[t])``. Splats and
@@ -173,7 +175,7 @@ class Motion:
     expression: np.ndarray  # (T,E)
     visibility: np.ndarray  # (T,) in [0,1]; 0 = not seen in that frame
     gender: str = "neutral"
-    fps: float = 30.0
+    fps: float = 30.0  # rate of the rows (bundle fps / frame_step), written as mocap_frame_rate
 
     @property
     def num_frames(self) -> int:
@@ -521,6 +523,13 @@ def read_ply(path: Path | str) -> dict[str, PlyElement]:
     return out
 
 
+def _columns(rec: np.ndarray, names: list[str], dtype: Any = np.float32) -> np.ndarray:
+    """(N, len(names)) array of the named fields of a structured array, without a Python loop."""
+    from numpy.lib import recfunctions
+
+    return recfunctions.structured_to_unstructured(rec[names], dtype=dtype)
+
+
 def _splat_fields(sh_rest: int, k: int) -> list[str]:
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(sh_rest)]
@@ -576,27 +585,25 @@ def splats_from_ply(path: Path | str, *, require_skin: bool = True) -> Splats:
     if len(rest_names) % 3 or int(round(math.sqrt(n_rest + 1))) ** 2 != n_rest + 1:
         raise BundleError(f"{path.name}: {len(rest_names)} f_rest properties is not 3*((d+1)^2-1) for any SH degree d")
     sh = np.zeros((n, n_rest + 1, 3), np.float32)
-    for c in range(3):
-        sh[:, 0, c] = v[f"f_dc_{c}"]
+    sh[:, 0, :] = _columns(v, ["f_dc_0", "f_dc_1", "f_dc_2"])
     if n_rest:
-        rest = np.stack([v[f] for f in rest_names], axis=1).reshape(n, 3, n_rest)
-        sh[:, 1:, :] = rest.transpose(0, 2, 1)
+        sh[:, 1:, :] = _columns(v, rest_names).reshape(n, 3, n_rest).transpose(0, 2, 1)
     skin_j = sorted((f for f in names if f.startswith("skin_joint_")), key=lambda s: int(s.split("_")[-1]))
     skin_w = sorted((f for f in names if f.startswith("skin_weight_")), key=lambda s: int(s.split("_")[-1]))
     if skin_j and len(skin_j) == len(skin_w):
-        joints = np.stack([v[f] for f in skin_j], axis=1).astype(np.int32)
-        weights = np.stack([v[f] for f in skin_w], axis=1).astype(np.float32)
+        joints = _columns(v, skin_j, np.int32)
+        weights = _columns(v, skin_w)
     elif require_skin:
         raise BundleError(f"{path.name}: no skin weights (skin_joint_i / skin_weight_i properties)")
     else:
         joints = np.zeros((n, 1), np.int32)
         weights = np.ones((n, 1), np.float32)
     return Splats(
-        means=np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32),
+        means=_columns(v, ["x", "y", "z"]),
         sh=sh,
         opacity=np.asarray(v["opacity"], np.float32),
-        log_scales=np.stack([v[f"scale_{i}"] for i in range(3)], axis=1).astype(np.float32),
-        quats=np.stack([v[f"rot_{i}"] for i in range(4)], axis=1).astype(np.float32),
+        log_scales=_columns(v, ["scale_0", "scale_1", "scale_2"]),
+        quats=_columns(v, ["rot_0", "rot_1", "rot_2", "rot_3"]),
         skin_joints=joints,
         skin_weights=weights,
     )
@@ -752,7 +759,8 @@ def write_bundle(root: Path | str, bundle: Bundle, *, check: bool = True) -> Pat
         },
     )
     for person in bundle.people:
-        write_person(root, person, fps=bundle.fps)
+        # motion.npz rows are every frame_step-th source frame: their rate, for AMASS readers.
+        write_person(root, person, fps=bundle.fps / bundle.frame_step)
     _atomic_write_bytes(root / "bundle.json", (json.dumps(bundle_json(bundle), indent=2) + "\n").encode())
     if check:
         problems = validate(root)
@@ -960,8 +968,9 @@ def _check_motion(root: Path, pid: str, meta: dict[str, Any], ck: _Checker) -> M
         ck.add(where, "'visibility' must lie in [0, 1]")
     if gender is not None and str(gender) not in GENDERS:
         ck.add(where, f"'gender' is {str(gender)!r}, expected one of {GENDERS}")
-    if fps is not None and abs(float(fps) - float(meta["fps"])) > 1e-3:
-        ck.add(where, f"'mocap_frame_rate' {float(fps)} differs from bundle.json fps {meta['fps']}")
+    rows_fps = float(meta["fps"]) / meta["frame_step"]
+    if fps is not None and abs(float(fps) - rows_fps) > 1e-3:
+        ck.add(where, f"'mocap_frame_rate' {float(fps)} is not bundle.json fps / frame_step = {rows_fps:g}")
     if any(x is None for x in (betas, poses, trans, expr, vis, gender)):
         return None
     assert betas is not None and poses is not None and trans is not None and expr is not None and vis is not None
@@ -972,7 +981,7 @@ def _check_motion(root: Path, pid: str, meta: dict[str, Any], ck: _Checker) -> M
         expression=expr.astype(np.float32),
         visibility=vis.astype(np.float32),
         gender=str(gender),
-        fps=float(meta["fps"]),
+        fps=rows_fps,
     )
 
 

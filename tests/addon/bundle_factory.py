@@ -125,7 +125,8 @@ def look_at_world_to_cam(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def make_bundle(root: Path, people: int = 2, frames: int = 32, size: tuple[int, int] = (320, 180),
-                seed: int = 0, zoom: bool = False, fps: float = 30.0, video: str | None = None) -> Path:  # fmt: skip
+                seed: int = 0, zoom: bool = False, fps: float = 30.0, video: str | None = None,
+                frame_start: int = 0, frame_step: int = 1) -> Path:  # fmt: skip
     """Write a bundle into ``root`` and return it."""
     b = _bundle_module()
     rng = np.random.default_rng(seed)
@@ -138,5 +139,6 @@ def make_bundle(root: Path, people: int = 2, frames: int = 32, size: tuple[int, 
     w2c = np.stack([look_at_world_to_cam(np.array([0.3 + 0.01 * t, 1.5, 6.0]), np.array([0.0, 0.9, 0.0]))
                     for t in range(frames)])  # fmt: skip
     cam = b.Camera(K=K, world_to_cam=w2c, image_size=(w, h))
-    bun = b.Bundle(fps=fps, image_size=(w, h), camera=cam, people=persons, video=video)
+    bun = b.Bundle(fps=fps, image_size=(w, h), camera=cam, people=persons, video=video,
+                   frame_start=frame_start, frame_step=frame_step)
     return b.write_bundle(root, bun)

@@ -211,6 +211,26 @@ def test_fractional_frame_rate_and_offset(fresh_scene, tmp_path):
     assert np.abs(bone_heads(result.people["p0"].armature, bundle.JOINT_NAMES) - CONV.points(fk)).max() < 1e-4
 
 
+def test_every_nth_frame_keeps_the_source_timing(fresh_scene, tmp_path):
+    """A bundle of every 3rd source frame: keys land 3 scene frames apart at the source frame rate,
+    so the motion plays at its real speed and stays on the background video's frames."""
+    import bundle_factory
+
+    root = bundle_factory.make_bundle(tmp_path / "b", people=1, frames=10, frame_start=30, frame_step=3)
+    result = importer.import_bundle(root, importer.ImportSettings(frame_offset=1))
+    scene = bpy.context.scene
+    assert scene.render.fps == 30 and (scene.frame_start, scene.frame_end) == (1, 28)
+    arm = result.people["p0"].armature
+    curve = next(fc for fc in compat.fcurves_of(arm) if fc.data_path.endswith("rotation_quaternion"))
+    keys = np.empty(2 * len(curve.keyframe_points), np.float32)
+    curve.keyframe_points.foreach_get("co", keys)
+    np.testing.assert_array_equal(keys[0::2], 1 + 3 * np.arange(10))
+    b = bundle.read_bundle(root)
+    scene.frame_set(1 + 3 * 4)  # bundle frame 4 = source frame 42
+    fk = bundle.world_joints(b.people[0])[4]
+    assert np.abs(bone_heads(arm, bundle.JOINT_NAMES) - CONV.points(fk)).max() < 1e-4
+
+
 def test_saved_file_reopens_with_the_same_values(imported, tmp_path):
     result, b = imported
     scene = bpy.context.scene

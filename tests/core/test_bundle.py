@@ -79,6 +79,18 @@ def test_motion_npz_reads_as_amass(valid_dir):
         np.testing.assert_array_equal(z["body_pose"], z["poses"][:, 3:66])
 
 
+def test_every_nth_frame_bundle_gives_amass_readers_the_row_rate(toy, tmp_path):
+    """bundle.json keeps the source fps; motion.npz rows come every frame_step frames, so their
+    mocap_frame_rate is fps / frame_step and an AMASS reader plays them at the real speed."""
+    toy.frame_start, toy.frame_step = 30, 3
+    root = bd.write_bundle(tmp_path / "b", toy)
+    meta = json.loads((root / "bundle.json").read_text())
+    assert (meta["fps"], meta["frame_start"], meta["frame_step"]) == (30.0, 30, 3)
+    with np.load(root / "people" / "p0" / "motion.npz", allow_pickle=False) as z:
+        assert float(z["mocap_frame_rate"]) == pytest.approx(10.0)
+    assert bd.read_bundle(root).people[0].motion.fps == pytest.approx(10.0)
+
+
 def test_missing_file_is_named(broken):
     (broken / "people" / "p1" / "rig.npz").unlink()
     assert "rig.npz: file is missing" in one_problem(broken)
