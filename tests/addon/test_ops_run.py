@@ -26,6 +26,7 @@ from tests.addon.troupe_extension import (  # noqa: E402
     fake_env_python,
     load_troupe_module,
     needs_cpu_path,
+    small_synth,
 )
 
 pytestmark = pytest.mark.skipif(not CORE_PYTHON.exists(), reason="needs .venv/core (scripts/setup.sh core)")
@@ -113,20 +114,21 @@ def test_run_operator_runs_the_worker_and_imports_the_people(ext, scene, bundle_
 
 
 @needs_cpu_path
-def test_run_operator_reconstructs_a_synthetic_clip_into_the_scene(ext, prefs, scene, synth_bundle, standin_dir):
+def test_run_operator_reconstructs_a_synthetic_clip_into_the_scene(ext, prefs, scene, tmp_path_factory, standin_dir):
     """The real CPU job: the synthetic clip's people end up in the scene as armatures with meshes."""
-    synth_dir = synth_bundle.parent
+    synth_dir = small_synth(tmp_path_factory.getbasetemp())
     st = scene.troupe
     st.video_path = str(synth_dir / "video.mp4")
+    st.output_dir = str(tmp_path_factory.mktemp("real") / "jobs")
     st.extra_args = ext.addon.envsetup.join_args(list(cpu_path_options(synth_dir)))
-    saved = prefs.python_path, prefs.body_model_dir, prefs.device
-    prefs.python_path, prefs.body_model_dir, prefs.device = str(CORE_PYTHON), str(standin_dir), "cpu"
+    saved = prefs.python_path, prefs.body_model_dir
+    prefs.python_path, prefs.body_model_dir = str(CORE_PYTHON), str(standin_dir)
     try:
         assert bpy.ops.troupe.run() == {"FINISHED"}
     finally:
-        prefs.python_path, prefs.body_model_dir, prefs.device = saved
+        prefs.python_path, prefs.body_model_dir = saved
     assert st.job_status == "DONE" and st.job_imported, st.job_error
-    truth = [p.id for p in load_troupe_module("core.bundle").read_bundle(synth_bundle).people]
+    truth = [p.id for p in load_troupe_module("core.bundle").read_bundle(synth_dir / "bundle").people]
     armatures = [o for o in tagged_objects(scene) if o.type == "ARMATURE"]
     assert sorted(o.get("troupe_person_id") for o in armatures) == sorted(truth)
     assert all(skinned_meshes(scene, a) for a in armatures)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -30,13 +32,27 @@ EXTENSION_ID = f"bl_ext.{REPO_MODULE}.troupe"
 
 
 # The CPU path through the real pipeline: its stage modules, and the worker options that select it
-# (people from a `core synth` folder's ground-truth tracks, no avatars).
+# (people from a `core synth` folder's ground-truth tracks, the motion fit started from its
+# ground-truth bundle so a few iterations suffice, no avatars).
 CPU_PATH_STAGES = {"ingest": "core/people/ingest.py", "people": "core/people/stage.py",
                    "motion": "core/motion/stage.py", "export": "core/export.py"}  # fmt: skip
 
 
 def cpu_path_options(synth_dir: Path) -> tuple[str, ...]:
-    return ("--tracker", "import", "--tracks", str(synth_dir), "--no-avatars", "--quality", "preview")
+    return ("--tracker", "import", "--tracks", str(synth_dir), "--motion-init", str(synth_dir / "bundle"),
+            "--no-avatars", "--quality", "preview", "--device", "cpu")  # fmt: skip
+
+
+def small_synth(base: Path) -> Path:
+    """A tiny `core synth` clip (2 people, 6 frames, 160x90) under ``base``, made once per test session."""
+    out = base / "troupe-small-synth"
+    if not (out / "bundle" / "bundle.json").is_file():
+        proc = subprocess.run([str(CORE_PYTHON), "-m", "core", "synth", "--out", str(out), "--people", "2",
+                               "--frames", "6", "--size", "160x90", "--seed", "1"],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
 
 
 def _missing_stages() -> list[str]:
