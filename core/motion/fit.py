@@ -57,7 +57,7 @@ class FitConfig:
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
     w_pose: float = 2e-3  # L2 of the body pose
     w_shape: float = 5e-3  # L2 of betas
-    w_smooth: float = 1.0  # joint acceleration (m/frame^2)^2
+    w_smooth: float = 3.0  # joint acceleration (m/frame^2)^2
     w_smooth_pose: float = 0.05  # pose velocity (rad/frame)^2
     w_floor: float = 20.0  # lowest foot point to the floor (robust: jumps pay less)
     w_ground: float = 100.0  # points below the floor
@@ -65,8 +65,8 @@ class FitConfig:
     w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
     w_depth_order: float = 10.0  # who is in front where masks say so (m^2, mean over surface points)
     w_silhouette: float = 1.0  # body surface outside the person's (or an occluder's) mask (mean over points)
-    contact_height: float = 0.06  # a foot point this close to the floor (m) may be in contact
-    contact_speed: float = 0.015  # and moving slower than this (m/frame)
+    contact_height: float = 0.08  # a foot point this close to the floor (m) may be in contact
+    contact_speed: float = 0.03  # and moving slower than this (m/frame)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
     optimizer: str = "lbfgs"  # lbfgs (20 inner iterations per outer step) | adam
     device: str = "cpu"

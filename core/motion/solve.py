@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 
 from .. import bundle
 from .body import SparseBody
@@ -329,6 +328,8 @@ def _floor_spread(feet: np.ndarray, weight: np.ndarray) -> float:
 
 def state_to_motions(state: FitState, visibility: np.ndarray, fps: float, gender: str, num_expression: int) -> list[bundle.Motion]:
     """One ``bundle.Motion`` per person (axis-angle, 165-long poses, hands flat)."""
+    from scipy.spatial.transform import Rotation
+
     num_p, num_t = state.transl.shape[:2]
     motions = []
     for p in range(num_p):
