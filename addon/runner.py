@@ -275,8 +275,11 @@ class Job:
                spec: JobSpec | None = None, grace_s: float = CANCEL_GRACE_S,
                role: str = "the GPU environment's Python",
                hint: str = "Set it in Preferences > Add-ons > Troupe, or run 'Set up environment' there") -> Job:  # fmt: skip
-        """Start any command that speaks the protocol (the worker, the environment set-up);
-        ``role`` and ``hint`` name the Python and what to do when it cannot be started."""
+        """Start any command that speaks the protocol (the worker, the environment set-up):
+        ``argv[0]`` is ``python``; ``role`` and ``hint`` name it and what to do when it cannot start."""
+        if python:  # the child starts in ``cwd``: a relative path would be looked up there
+            python = os.path.abspath(python)
+            argv = [python, *argv[1:]]
         job = cls(argv, log_path, python=python, cwd=cwd, spec=spec, grace_s=grace_s)
         problem = python_problem(python, role)
         if problem is None:

@@ -132,6 +132,13 @@ def test_missing_body_model_is_one_clear_error_line(odd_dir):
     assert job.log_path == Path(spec.job_dir) / "troupe.log" and job.log_path.is_file()
 
 
+def test_a_relative_python_path_works_from_the_job_folder(fake_env_python, odd_dir, monkeypatch):
+    monkeypatch.chdir(Path(fake_env_python).parent)
+    job = runner.Job.start(make_spec("./python", odd_dir))
+    job.wait(timeout=60)
+    assert job.status == runner.DONE, job.error
+
+
 def test_missing_environment_python_fails_without_starting(odd_dir):
     job = runner.Job.start(make_spec(str(odd_dir / "env" / "bin" / "python"), odd_dir))
     assert job.finished and job.status == runner.FAILED and job.pid is None
