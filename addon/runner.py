@@ -268,7 +268,7 @@ class Job:
     @classmethod
     def start(cls, spec: JobSpec, grace_s: float = CANCEL_GRACE_S) -> Job:
         """Start the worker for ``spec``. A missing or broken Python gives a FAILED job, not an exception."""
-        return cls.launch(spec.argv(), spec.log_path, python=spec.python, cwd=spec.job_dir, spec=spec, grace_s=grace_s)
+        return cls.launch(spec.argv(), spec.log_path, python=spec.python, spec=spec, grace_s=grace_s)
 
     @classmethod
     def launch(cls, argv: list[str], log_path: Path | str, *, python: str, cwd: str | None = None,
@@ -277,7 +277,7 @@ class Job:
                hint: str = "Set it in Preferences > Add-ons > Troupe, or run 'Set up environment' there") -> Job:  # fmt: skip
         """Start any command that speaks the protocol (the worker, the environment set-up):
         ``argv[0]`` is ``python``; ``role`` and ``hint`` name it and what to do when it cannot start."""
-        if python:  # the child starts in ``cwd``: a relative path would be looked up there
+        if python:  # a relative path would be looked up in ``cwd``
             python = os.path.abspath(python)
             argv = [python, *argv[1:]]
         job = cls(argv, log_path, python=python, cwd=cwd, spec=spec, grace_s=grace_s)

@@ -9,6 +9,7 @@ the real stages (a synthetic clip end to end) are in test_runner_real.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -132,11 +133,15 @@ def test_missing_body_model_is_one_clear_error_line(odd_dir):
     assert job.log_path == Path(spec.job_dir) / "troupe.log" and job.log_path.is_file()
 
 
-def test_a_relative_python_path_works_from_the_job_folder(fake_env_python, odd_dir, monkeypatch):
+def test_relative_paths_are_relative_to_the_callers_folder(fake_env_python, odd_dir, monkeypatch):
     monkeypatch.chdir(Path(fake_env_python).parent)
-    job = runner.Job.start(make_spec("./python", odd_dir))
+    spec = make_spec("./python", odd_dir)
+    absolute = spec.video
+    spec.video = os.path.relpath(spec.video)
+    job = runner.Job.start(spec)
     job.wait(timeout=60)
     assert job.status == runner.DONE, job.error
+    assert Path(json.loads((Path(spec.job_dir) / "config.json").read_text())["video"]).resolve() == Path(absolute)
 
 
 def test_missing_environment_python_fails_without_starting(odd_dir):
