@@ -29,6 +29,7 @@ from typing import Any
 log = logging.getLogger("troupe")
 
 QUALITY_PRESETS = ("preview", "standard", "high")
+REPORT_INTERVAL = 0.25  # seconds between a stage's progress lines
 
 
 @dataclass
@@ -168,10 +169,18 @@ class StageContext:
     def input_dir(self, stage: str) -> Path:
         return self.job.stage_dir(stage)
 
+    _last_report: float = field(default=-1.0, repr=False)
+
     def progress(self, fraction: float, message: str = "") -> None:
-        """Report this stage's progress in [0, 1]; raises Cancelled if a cancel was asked for."""
+        """Report this stage's progress in [0, 1]; raises Cancelled if a cancel was asked for.
+
+        Cheap enough to call every iteration: the cancel check runs on every call, while
+        progress lines go out at most every ``REPORT_INTERVAL`` seconds."""
         self.check_cancel()
-        self._progress(fraction, message)
+        now = time.monotonic()
+        if now - self._last_report >= REPORT_INTERVAL:
+            self._last_report = now
+            self._progress(fraction, message)
 
     def check_cancel(self) -> None:
         if self._cancelled():

@@ -611,10 +611,9 @@ def fit_avatars(
             rec["step"] = step
             rec["gaussians"] = avatars.count
             history.append(rec)
-            if progress is not None:
-                progress(
-                    frac, f"step {step}/{cfg.iterations}, loss {rec['total']:.4f}, {avatars.count} Gaussians"
-                )
+        if progress is not None:  # every step: it is also where a cancel is noticed
+            last = history[-1]
+            progress(frac, f"step {step}/{cfg.iterations}, loss {last['total']:.4f}, {avatars.count} Gaussians")
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t_train
