@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
-
-CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -49,14 +46,10 @@ def ensure_addon() -> None:
 
     if hasattr(bpy.types, "TROUPE_OT_run"):
         return
-    if "troupe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("troupe", CHECKOUT / "__init__.py",
-                                                      submodule_search_locations=[str(CHECKOUT)])  # fmt: skip
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["troupe"] = module
-        spec.loader.exec_module(module)
-    sys.modules["troupe"].register()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from import_bundle import load_troupe  # the sibling script's loader of the checkout as ``troupe``
+
+    load_troupe().register()
 
 
 def main(argv: list[str]) -> int:

@@ -15,10 +15,8 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -64,12 +62,9 @@ needs_cpu_path = pytest.mark.skipif(bool(_missing_stages()), reason=f"stages not
 
 def load_troupe_module(name: str) -> ModuleType:
     """Import ``troupe.<name>`` with the checkout as the package ``troupe``."""
-    if "troupe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("troupe", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["troupe"] = module
-        spec.loader.exec_module(module)
+    from scripts.import_bundle import load_troupe
+
+    load_troupe()
     return importlib.import_module(f"troupe.{name}")
 
 
