@@ -129,12 +129,22 @@ def _draw_live(box: Any, st: TroupeSceneSettings, width: int) -> None:
         row.operator("troupe.clear_queue", text="", icon="X")
 
 
-class TROUPE_PT_main(bpy.types.Panel):
-    bl_label = "Troupe"
-    bl_idname = "TROUPE_PT_main"
+class _SidebarTab(bpy.types.Panel):
+    """The Troupe tab of the 3D viewport's sidebar (a base: not registered itself)."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Troupe"
+
+
+class _SubPanel(_SidebarTab):
+    bl_parent_id = "TROUPE_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+
+class TROUPE_PT_main(_SidebarTab):
+    bl_label = "Troupe"
+    bl_idname = "TROUPE_PT_main"
 
     def draw(self, context: Any) -> None:
         layout: Any = self.layout
@@ -193,14 +203,9 @@ class TROUPE_PT_main(bpy.types.Panel):
         sub.operator("troupe.open_path", text="Job Folder", icon="FILE_FOLDER").what = "JOB"
 
 
-class TROUPE_PT_advanced(bpy.types.Panel):
+class TROUPE_PT_advanced(_SubPanel):
     bl_label = "Advanced"
     bl_idname = "TROUPE_PT_advanced"
-    bl_parent_id = "TROUPE_PT_main"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Troupe"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: Any) -> None:
         st = context.scene.troupe
@@ -212,14 +217,9 @@ class TROUPE_PT_advanced(bpy.types.Panel):
             _labels(layout, st.job_dir, context.region.width if context.region else 300, icon="FILE_FOLDER", limit=3)
 
 
-class TROUPE_PT_environment(bpy.types.Panel):
+class TROUPE_PT_environment(_SubPanel):
     bl_label = "GPU Environment"
     bl_idname = "TROUPE_PT_environment"
-    bl_parent_id = "TROUPE_PT_main"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Troupe"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: Any) -> None:
         from . import prefs
