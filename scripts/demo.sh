@@ -9,7 +9,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$TROUPE_ROOT"
-scripts/setup.sh all
+scripts/setup.sh core
+scripts/setup.sh blender
 
 OUT="${TROUPE_DEMO_OUT:-out/demo}"
 mkdir -p "$OUT"

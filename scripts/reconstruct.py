@@ -15,6 +15,7 @@ Exit code 0 when the scene was saved with the result, 1 otherwise (the error is 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import sys
 from pathlib import Path
@@ -49,7 +50,11 @@ def ensure_addon() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from import_bundle import load_troupe  # the sibling script's loader of the checkout as ``troupe``
 
-    load_troupe().register()
+    troupe = load_troupe()
+    troupe.register()
+    # What this script registered it unregisters: the bpy 4.2 module crashes at interpreter exit
+    # (SIGSEGV, after the work is saved) while any Python class is still registered.
+    atexit.register(troupe.unregister)
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,8 @@
 # Create or update the project's two environments (idempotent; re-runs only what changed):
 #   .venv/core     the reconstruction core + CPU test tools (+ the GPU group where CUDA exists)
 #   .venv/blender  Blender as a Python module (bpy), for add-on tests and headless imports
-# Usage: scripts/setup.sh [core|blender|all]   (default: all)
+#   .venv/blender42  bpy 4.2 LTS, the oldest supported Blender, for the add-on tests only
+# Usage: scripts/setup.sh [core|blender|blender42|all]   (default: all)
 # PYTHON selects the interpreter used to create the environments (default: python3, 3.11).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -45,4 +46,7 @@ if [ "$what" = core ] || [ "$what" = all ]; then
 fi
 if [ "$what" = blender ] || [ "$what" = all ]; then
   ensure_env blender blender
+fi
+if [ "$what" = blender42 ] || [ "$what" = all ]; then
+  ensure_env blender42 blender42
 fi
