@@ -58,7 +58,7 @@ def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:
     cam = solve_camera(read_video(folder / "video.mp4"), inp, K, mode="moving" if camera == "orbit" else "auto")
     t_cam = time.perf_counter() - t0
     obs = Observations(inp.keypoints, K, np.tile(np.eye(4), (num_t, 1, 1)), inp.image_size, inp.labels, inp.label_scale)
-    res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene)
+    res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene, cam_points=cam.points)
     seconds = time.perf_counter() - t0
     pred = make_bundle(inp, res.state, K, model, video=None, extra={})
     ev = evaluate(pred, bd.read_bundle(folder / "bundle"))

@@ -39,6 +39,7 @@ class CameraSolve:
     cam_to_scene: np.ndarray | None  # [T, 4, 4] camera-to-scene, translation up to scale (moving only)
     motion_px: float  # measured background motion (px per sampled frame pair, at 640 px width)
     scale_note: str = ""  # how the path's metric scale is found
+    points: np.ndarray | None = None  # [N, 3] background points of the reconstruction (scene frame)
 
 
 def choose_focal(model, inputs: MotionInputs, cfg: FitConfig, max_frames: int = 40) -> float:  # type: ignore[no-untyped-def]
@@ -128,11 +129,12 @@ def solve_camera(
     log.info("background motion %.2f px/frame -> %s camera", motion, "moving" if moving else "static")
     if not moving:
         return CameraSolve("static", None, motion)
-    path = solve_path(frames, labels, K[0], progress=progress)
-    if path is None:
+    solved = solve_path(frames, labels, K[0], progress=progress)
+    if solved is None:
         log.warning("structure from motion found no camera path; fitting as a static camera")
         return CameraSolve("static", None, motion, "structure from motion failed: treated as static")
-    return CameraSolve("moving", path, motion, "metric scale from the people's smooth world motion")
+    path, points = solved
+    return CameraSolve("moving", path, motion, "metric scale from the people's feet on the reconstructed floor", points)
 
 
 def solve_path(
@@ -141,8 +143,9 @@ def solve_path(
     K: np.ndarray,
     max_images: int = 80,
     progress: Callable[[float, str], None] | None = None,
-) -> np.ndarray | None:
-    """[T, 4, 4] camera-to-scene transforms (unscaled) from COLMAP on the background, or None."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """[T, 4, 4] camera-to-scene transforms (unscaled) from COLMAP on the background and the
+    reconstructed points [N, 3], or None."""
     try:
         import pycolmap
     except ImportError:
@@ -199,11 +202,12 @@ def solve_path(
             w2c[:3, :4] = image.cam_from_world().matrix()
             known_t.append(t)
             known.append(np.linalg.inv(w2c))
+        points = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
     if len(known_t) < 2:
         return None
     order = np.argsort(known_t)
-    log.info("structure from motion registered %d of %d sampled frames", len(known_t), len(idx))
-    return interpolate_poses(np.asarray(known_t)[order], np.asarray(known)[order], num_t)
+    log.info("structure from motion registered %d of %d sampled frames, %d points", len(known_t), len(idx), len(points))
+    return interpolate_poses(np.asarray(known_t)[order], np.asarray(known)[order], num_t), points
 
 
 def interpolate_poses(times: np.ndarray, poses: np.ndarray, num_t: int) -> np.ndarray:

@@ -68,6 +68,7 @@ class FitConfig:
     contact_height: float = 0.08  # a foot point this close to the floor (m) may be in contact
     contact_speed: float = 0.03  # and moving slower than this (m/frame)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
+    snap_to_floor: bool = True  # before the world stage, slide each person along the rays onto the shared floor
     optimizer: str = "lbfgs"  # lbfgs (20 inner iterations per outer step) | adam
     device: str = "cpu"
 

@@ -195,6 +195,69 @@ def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: F
         return np.where(vis.any(-1), (err * vis).sum(-1) / vis.sum(-1), np.nan)
 
 
+def snap_to_floor(state: FitState, rest_pelvis: np.ndarray, feet: np.ndarray, ground: Ground, weight: np.ndarray) -> FitState:
+    """Slide each person along the camera rays (static camera frame) so that their feet meet the
+    shared floor: one factor per person, the median over the frames they are seen in, kept
+    within 0.75-1.33. The body keeps its size, so the world stage then trades the person's
+    shape against the image: the floor shared by everyone outweighs one person's size prior."""
+    n, d = ground.normal, ground.offset
+    fe = feet  # [P,T,6,3]
+    low = fe[np.arange(fe.shape[0])[:, None], np.arange(fe.shape[1])[None], np.argmin(fe @ n, axis=-1)]  # [P,T,3]
+    along = low @ n  # n.x of the lowest foot point; on the floor it is -d
+    transl = state.transl.copy()
+    for p in range(fe.shape[0]):
+        seen = (weight[p] > 0.3) & (np.abs(along[p]) > 1e-3)
+        if not seen.any():
+            continue
+        s = float(np.clip(np.median(-d / along[p, seen]), 0.75, 1.33))
+        transl[p] = s * (rest_pelvis[p] + transl[p]) - rest_pelvis[p]
+    return replace(state, transl=transl)
+
+
+def floor_scale(
+    feet_cam: np.ndarray, weight: np.ndarray, cam_path: np.ndarray, points: np.ndarray | None, K: np.ndarray
+) -> float | None:
+    """Metric scale of an unscaled camera path from the people's feet and the reconstruction.
+
+    Where a foot touches the floor, the floor seen right around the foot in the image is about as
+    far from the camera as the foot. So for every person's lowest foot point of every frame, the
+    reconstructed background points that project within 2 % of the image width of it give the
+    floor's depth in path units, the fit gives the foot's depth in metres, and their ratio is the
+    scale; the median over all of them is returned (None with too few).
+
+    Args:
+        feet_cam: [P, T, 6, 3] foot points in each frame's camera frame (metric, from the fit);
+        weight: [P, T]; cam_path: [T, 4, 4] unscaled camera-to-scene; points: [N, 3] scene points;
+        K: [T, 3, 3].
+    """
+    if points is None or len(points) < 30:
+        return None
+    ratios = []
+    radius = 0.02 * 2 * K[0, 0, 2]
+    for t in range(cam_path.shape[0]):
+        seen = weight[:, t] > 0.3
+        if not seen.any():
+            continue
+        rot, centre = cam_path[t, :3, :3], cam_path[t, :3, 3]
+        pc = (points - centre) @ rot  # scene -> camera t (unscaled)
+        pc = pc[pc[:, 2] > 1e-6]
+        if len(pc) == 0:
+            continue
+        uv = pc @ K[t].T
+        uv = uv[:, :2] / uv[:, 2:3]
+        for p in np.flatnonzero(seen):
+            foot = feet_cam[p, t, np.argmax(feet_cam[p, t, :, 1])]  # lowest in the image (camera y down)
+            if foot[2] <= 0.1:
+                continue
+            fuv = (K[t] @ foot)[:2] / foot[2]
+            near = np.linalg.norm(uv - fuv, axis=1) < radius
+            if near.sum() >= 3:
+                ratios.append(foot[2] / np.median(pc[near, 2]))
+    if len(ratios) < 5:
+        return None
+    return float(np.median(ratios))
+
+
 def path_scale(pelvis_cam: np.ndarray, weight: np.ndarray, cam_path: np.ndarray, lag: int = 5) -> float:
     """Metric scale of a camera path solved up to scale, from the people seen along it.
 
@@ -236,6 +299,7 @@ def fit_motion(
     init_world: FitState | None = None,
     init_root: bool = True,
     cam_path: np.ndarray | None = None,
+    cam_points: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> MotionResult:
     """Fit every person of a clip and put people and camera into the world frame.
@@ -252,7 +316,9 @@ def fit_motion(
             cameras (a Troupe bundle): only the joint refinement runs, the cameras stay.
         cam_path: optional [T, 4, 4] camera-to-scene transforms of a moving camera with
             translations known up to scale (``core.motion.camera``); the scale comes from the
-            people (``path_scale``). Without it the camera is static.
+            people's feet on the reconstructed floor (``floor_scale``, with ``cam_points``), else
+            from their smooth motion (``path_scale``). Without it the camera is static.
+        cam_points: [N, 3] the reconstruction's background points (same frame as ``cam_path``).
         progress: ``progress(fraction, message)``.
     """
 
@@ -290,15 +356,21 @@ def fit_motion(
         rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)
         # Into one scene frame: the camera frame (static camera) or the solved camera path.
         if cam_path is not None:
-            joints, _, _ = body_points(body, state, cfg.device)
-            scale = path_scale(joints[:, :, 0], weight, cam_path)
-            log.info("camera path scale from the people: %.4f m per unit", scale)
+            joints, feet, _ = body_points(body, state, cfg.device)
+            scale = floor_scale(feet, weight, cam_path, cam_points, obs.K)
+            how = "feet on the reconstructed floor"
+            if scale is None:
+                scale, how = path_scale(joints[:, :, 0], weight, cam_path), "smooth world motion"
+            log.info("camera path scale %.4f m per unit (from the people's %s)", scale, how)
             cam_to_fit = cam_path.copy()
             cam_to_fit[:, :3, 3] *= scale
             rot, tr = rigid_transform_bodies(rest_pelvis, state.global_rot, state.transl, cam_to_fit[:, :3, :3], cam_to_fit[:, :3, 3])
             state = replace(state, global_rot=rot, transl=tr, world_to_cam=np.linalg.inv(cam_to_fit))
         joints, feet, _ = body_points(body, state, cfg.device)
         ground = estimate_ground(joints, feet, weight)
+        if cam_path is None and cfg.snap_to_floor:
+            state = snap_to_floor(state, rest_pelvis, feet, ground, weight)
+            joints, feet, _ = body_points(body, state, cfg.device)
         centre = np.average(joints[:, :, 0].reshape(-1, 3), axis=0, weights=weight.reshape(-1) + 1e-9)
         cam0 = np.linalg.inv(state.world_to_cam[0])
         rot, origin = world_from_ground(ground, centre, cam0[:3, 2])

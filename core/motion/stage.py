@@ -165,6 +165,7 @@ def run_stage(ctx: StageContext) -> None:
         init_world=None if init is None else init.world,
         init_root=True if init is None else init.has_root,
         cam_path=cam.cam_to_scene,
+        cam_points=cam.points,
         progress=lambda f, msg: ctx.progress(0.15 + 0.8 * f, msg),
     )
     reproj = {pid: _mean(result.reprojection_px[i]) for i, pid in enumerate(inputs.ids)}
