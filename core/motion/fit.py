@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -108,7 +108,6 @@ class FitState:
     body_pose: np.ndarray  # [P, T, 63]
     transl: np.ndarray  # [P, T, 3]
     world_to_cam: np.ndarray  # [T, 4, 4]
-    losses: dict[str, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -134,33 +133,13 @@ def facing_rotation(yaw: float) -> np.ndarray:
 
 def person_scale(kps: np.ndarray, min_conf: float) -> np.ndarray:
     """[P, T, 17, 3] -> [P, T] size of each person in pixels (diagonal of the confident
-    keypoints' box), filled over time where too few keypoints are seen."""
+    keypoints' box, at least 10), filled over time where fewer than 3 keypoints are seen."""
     vis = kps[..., 2] >= min_conf
-    big = 1e9
-    x = np.where(vis, kps[..., 0], np.nan)
-    y = np.where(vis, kps[..., 1], np.nan)
-    with np.errstate(all="ignore"), _quiet_nan():
-        w = np.nanmax(x, -1) - np.nanmin(x, -1)
-        h = np.nanmax(y, -1) - np.nanmin(y, -1)
-    size = np.sqrt(np.nan_to_num(w) ** 2 + np.nan_to_num(h) ** 2)
-    size[vis.sum(-1) < 3] = np.nan
-    out = np.empty_like(size)
-    for p in range(size.shape[0]):
-        out[p] = _fill_nan_1d(size[p], default=big)
-    out[out >= big] = 100.0
+    lo = np.where(vis[..., None], kps[..., :2], np.inf).min(-2)
+    hi = np.where(vis[..., None], kps[..., :2], -np.inf).max(-2)
+    size = np.where(vis.sum(-1) >= 3, np.linalg.norm(np.where(np.isfinite(hi - lo), hi - lo, 0.0), axis=-1), np.nan)
+    out = np.stack([_fill_nan_1d(size[p], default=100.0) for p in range(size.shape[0])])
     return np.maximum(out, 10.0)
-
-
-class _quiet_nan:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
 
 
 def _fill_nan_1d(a: np.ndarray, default: float) -> np.ndarray:

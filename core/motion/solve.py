@@ -75,6 +75,12 @@ def body_points(body: SparseBody, state: FitState, device: str) -> tuple[np.ndar
     return tuple(x.cpu().numpy().astype(np.float64).reshape(p, t, *x.shape[1:]) for x in (out.joints, out.feet, out.coco))  # type: ignore[return-value]
 
 
+def lowest_points(feet: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """[..., 6, 3] foot points -> [..., 3] the lowest along ``up``."""
+    idx = np.argmin(feet @ up, axis=-1)[..., None, None]
+    return np.take_along_axis(feet, np.broadcast_to(idx, (*idx.shape[:-2], 1, 3)), axis=-2)[..., 0, :]
+
+
 def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) -> Ground:
     """Floor plane from the lowest foot point of every person and frame.
 
@@ -90,8 +96,7 @@ def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) ->
     up = (joints[:, :, 12] - joints[:, :, 0]).reshape(-1, 3)
     up = (up * w[:, None]).sum(0)
     up /= np.linalg.norm(up) + 1e-12
-    fe = feet.reshape(-1, 6, 3)
-    low = fe[np.arange(len(fe)), np.argmin(fe @ up, axis=1)]  # lowest foot point per (p, t)
+    low = lowest_points(feet, up).reshape(-1, 3)  # lowest foot point per (p, t)
     n = up.copy()
     rw = w.copy()
     for _ in range(10):
@@ -201,11 +206,9 @@ def snap_to_floor(state: FitState, rest_pelvis: np.ndarray, feet: np.ndarray, gr
     within 0.75-1.33. The body keeps its size, so the world stage then trades the person's
     shape against the image: the floor shared by everyone outweighs one person's size prior."""
     n, d = ground.normal, ground.offset
-    fe = feet  # [P,T,6,3]
-    low = fe[np.arange(fe.shape[0])[:, None], np.arange(fe.shape[1])[None], np.argmin(fe @ n, axis=-1)]  # [P,T,3]
-    along = low @ n  # n.x of the lowest foot point; on the floor it is -d
+    along = lowest_points(feet, n) @ n  # [P,T] n.x of the lowest foot point; on the floor it is -d
     transl = state.transl.copy()
-    for p in range(fe.shape[0]):
+    for p in range(feet.shape[0]):
         seen = (weight[p] > 0.3) & (np.abs(along[p]) > 1e-3)
         if not seen.any():
             continue
