@@ -142,6 +142,24 @@ def observed_weight(keypoints: np.ndarray, min_conf: float) -> np.ndarray:
     return (keypoints[..., 2] >= min_conf).mean(-1)
 
 
+def drop_depth_outliers(transl: np.ndarray, window: int = 9, tol: float = 0.15) -> np.ndarray:
+    """[T, 3] camera-frame translations of one person: frames whose depth strays more than
+    ``tol`` (relative) from the running median are replaced by interpolating their neighbours
+    (a per-frame rigid fit that ran off, e.g. to a far-away minimum)."""
+    from scipy.ndimage import median_filter
+
+    z = transl[:, 2]
+    med = median_filter(z, size=min(window, len(z)), mode="nearest")
+    bad = np.abs(z - med) > tol * np.abs(med)
+    if not bad.any() or bad.all():
+        return transl
+    out = transl.copy()
+    idx = np.arange(len(z))
+    for c in range(3):
+        out[bad, c] = np.interp(idx[bad], idx[~bad], transl[~bad, c])
+    return out
+
+
 def rigid_start(body: SparseBody, obs: Observations, cfg: FitConfig, num_betas: int) -> FitState:
     """Root rotation and translation per person and frame (camera frame), four yaw hypotheses
     optimised at once and chosen by a Viterbi pass over frames."""
@@ -172,12 +190,14 @@ def rigid_start(body: SparseBody, obs: Observations, cfg: FitConfig, num_betas: 
             a = rot[:, p, :-1].transpose(1, 0, 2, 3)[:, :, None]  # [T-1,H,1,3,3]
             b = rot[:, p, 1:].transpose(1, 0, 2, 3)[:, None]  # [T-1,1,H,3,3]
             ang = rotation_angle(a, b)
-            switch = 0.5 * ang  # [T-1,H,H]: radians of turn between frames cost like keypoint error
+            jump = np.linalg.norm(tr[:, p, :-1].transpose(1, 0, 2)[:, :, None] - tr[:, p, 1:].transpose(1, 0, 2)[:, None], axis=-1)
+            # [T-1,H,H]: radians of turn and metres of jump between frames cost like keypoint error
+            switch = 0.5 * ang + 2.0 * np.maximum(jump - 0.1, 0.0)
         else:
             switch = np.zeros((0, num_h, num_h))
         states = viterbi(cost, switch)
         out_rot[p] = rot[states, p, np.arange(num_t)]
-        out_tr[p] = tr[states, p, np.arange(num_t)]
+        out_tr[p] = drop_depth_outliers(tr[states, p, np.arange(num_t)])
     return FitState(
         betas=np.zeros((num_p, num_betas)),
         global_rot=out_rot,
