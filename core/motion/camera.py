@@ -29,7 +29,7 @@ from .inputs import DEFAULT_HFOV_DEG, MotionInputs, focal_from_hfov, intrinsics
 
 log = logging.getLogger("troupe.motion")
 
-STATIC_PX = 1.0  # median background motion (px per frame pair, at 640 px width) below which the camera is static
+STATIC_PX = 0.3  # median background motion (px per frame, at 640 px width) below which the camera is static
 FOV_CANDIDATES_DEG = (40.0, 50.0, 60.0, 70.0, 85.0)
 
 
