@@ -339,7 +339,7 @@ def test_unknown_motion_setting_is_named():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fit_matches_cpu(model, scene, standin_model_dir):
     """The same fit on CUDA and on the CPU reference: posing agrees to float precision, the
-    short fit to a few millimetres (the optimiser's path differs by rounding only)."""
+    short fit to a few centimetres (the optimiser's path differs by rounding only)."""
     from smplx.lbs import batch_rodrigues
 
     from core.body.model import BodyModel
