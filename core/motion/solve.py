@@ -242,11 +242,13 @@ def floor_scale(
 ) -> float | None:
     """Metric scale of an unscaled camera path from the people's feet and the reconstruction.
 
-    Where a foot touches the floor, the floor seen right around the foot in the image is about as
-    far from the camera as the foot. So for every person's lowest foot point of every frame, the
-    reconstructed background points that project within 2 % of the image width of it give the
-    floor's depth in path units, the fit gives the foot's depth in metres, and their ratio is the
-    scale; the median over all of them is returned (None with too few).
+    Where a foot touches the floor, the floor around it is about as far from the camera as the
+    foot. So for every person's lowest foot point of every frame, the median depth of the
+    reconstructed background points that project within 6 % of the image width of it (the floor
+    nearer and farther than the foot, about evenly) is the floor's depth there in path units; the
+    fit gives the foot's depth in metres, and their ratio is the scale. The median over all of
+    them is returned (None with too few). (A local plane through those points is worse: a slowly
+    moving camera reconstructs them with most of their error along the viewing rays.)
 
     Args:
         feet_cam: [P, T, 6, 3] foot points in each frame's camera frame (metric, from the fit);
@@ -256,7 +258,7 @@ def floor_scale(
     if points is None or len(points) < 30:
         return None
     ratios = []
-    radius = 0.02 * 2 * K[0, 0, 2]
+    radius = 0.06 * 2 * K[0, 0, 2]
     for t in range(cam_path.shape[0]):
         seen = weight[:, t] > 0.3
         if not seen.any():
@@ -273,9 +275,9 @@ def floor_scale(
             if foot[2] <= 0.1:
                 continue
             fuv = (K[t] @ foot)[:2] / foot[2]
-            near = np.linalg.norm(uv - fuv, axis=1) < radius
-            if near.sum() >= 3:
-                ratios.append(foot[2] / np.median(pc[near, 2]))
+            near = pc[np.linalg.norm(uv - fuv, axis=1) < radius]
+            if len(near) >= 5:
+                ratios.append(foot[2] / np.median(near[:, 2]))
     if len(ratios) < 5:
         return None
     return float(np.median(ratios))
@@ -295,6 +297,7 @@ def path_scale(pelvis_cam: np.ndarray, weight: np.ndarray, cam_path: np.ndarray,
         cam_path: [T, 4, 4] camera-to-scene transforms with unscaled translations.
     """
     num_t = pelvis_cam.shape[1]
+    lag = max(lag, num_t // 4)  # a camera gliding on a smooth path accelerates little per frame
     if num_t <= 2 * lag:
         lag = max(1, (num_t - 1) // 2)
     if num_t < 3:
