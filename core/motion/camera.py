@@ -66,11 +66,14 @@ def choose_focal(model, inputs: MotionInputs, cfg: FitConfig, max_frames: int = 
         st = fitter.state()
         err = np.nanmean(reprojection_px(body, st, obs, quick) / fitter.scale.cpu().numpy())
         joints, feet, _ = body_points(body, st, cfg.device)
-        floor = estimate_ground(joints, feet, weight).residual
+        # the floor's spread relative to the people's distance: a wider FOV brings everyone
+        # closer, which shrinks any spread in metres
+        depth = float(np.average(joints[:, :, 0, 2], weights=weight + 1e-9))
+        floor = estimate_ground(joints, feet, weight).residual / max(depth, 0.1)
         # a default-FOV prior keeps the choice where the evidence is flat
-        score = err / 0.02 + floor / 0.03 + 0.5 * ((hfov - DEFAULT_HFOV_DEG) / 30.0) ** 2
+        score = err / 0.02 + floor / 0.005 + 2.0 * ((hfov - DEFAULT_HFOV_DEG) / 30.0) ** 2
         scores.append(score)
-        log.info("fov search: hfov %.0f deg -> keypoints %.4f, floor %.3f m, score %.3f", hfov, err, floor, score)
+        log.info("fov search: hfov %.0f deg -> keypoints %.4f, floor %.4f of the distance, score %.3f", hfov, err, floor, score)
     best = FOV_CANDIDATES_DEG[int(np.argmin(scores))]
     return focal_from_hfov(inputs.image_size[0], best)
 
