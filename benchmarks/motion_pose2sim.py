@@ -124,13 +124,14 @@ def main() -> int:
         m = calib[c]["world_to_cam"]
         pc = np.einsum("ab,ptnb->ptna", m[:3, :3], cap) + m[:3, 3]
         uv = np.einsum("ab,ptnb->ptna", calib[c]["K"], pc)
+        behind = pc[..., 2] < 0.1  # fitted points behind camera c (a depth gone wrong) are not compared
         uv = uv[..., :2] / np.maximum(uv[..., 2:3], 1e-6)
         det = inputs[c].keypoints.copy()
         det[..., :2] /= scale[c]  # source pixels
         n = min(det.shape[1], uv.shape[1])
         ok = det[:, :n, :, 2] >= args.min_confidence  # [D,T,17]
         err = np.linalg.norm(uv[:, None, :n] - det[None, :, :n, :, :2], axis=-1)  # [P,D,T,17]
-        both = ok[None].repeat(len(uv), 0)
+        both = ok[None].repeat(len(uv), 0) & ~behind[:, None, :n]
         mean = np.where(both.sum((2, 3)) > 0, (err * both).sum((2, 3)) / np.maximum(both.sum((2, 3)), 1), np.inf)
         rows, cols = linear_sum_assignment(np.where(np.isfinite(mean), mean, 1e9))
         pairs = [(int(r), int(q)) for r, q in zip(rows, cols) if np.isfinite(mean[r, q])]
@@ -146,6 +147,7 @@ def main() -> int:
             "median_px": float(np.median(errs)) if len(errs) else None,
             "person_height_px": float(np.nanmean(heights)) if heights else None,
             "keypoints_compared": int(len(errs)),
+            "fitted_points_behind_camera": float(behind.mean()),
         }
     print(f"fit from {fc}: {len(inp.ids)} people, {num_t} frames, reprojection in {fc} "
           f"{report['reprojection_px_fit_camera_source']:.1f} px (source pixels)")  # fmt: skip
