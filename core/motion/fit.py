@@ -466,22 +466,27 @@ class Fitter:
         else:
             opt = torch.optim.Adam(params, lr=self.cfg.lr)
         outer = -(-iters // 20) if self.cfg.optimizer == "lbfgs" else iters  # 0 iterations: no step
+        evals = 0
+        budget = max(outer * (25 if self.cfg.optimizer == "lbfgs" else 1), 1)  # LBFGS: <= 25 evaluations a step
         for it in range(outer):
             if stage == "world" and (self.cfg.optimizer == "lbfgs" or it % 25 == 0):
                 with torch.no_grad():
                     contact = self.contact_weights(self.pose_bodies())
 
             def closure(contact: torch.Tensor | None = contact) -> torch.Tensor:
-                nonlocal terms
+                nonlocal terms, evals
                 opt.zero_grad(set_to_none=True)
                 terms = self.loss_terms(stage, self.pose_bodies(surface=stage == "world"), contact)
                 loss = sum(terms.values()) / norm
                 loss.backward()
+                evals += 1
+                if progress is not None:  # every evaluation: a cancel lands within one
+                    progress(min(evals / budget, 1.0))
                 return loss
 
             opt.step(closure)
-            if progress is not None:
-                progress((it + 1) / outer)
+        if progress is not None:
+            progress(1.0)
         return {k: float(v.detach().sum()) / norm for k, v in terms.items()}
 
     def loss_terms(self, stage: str, out: BodyOutput, contact: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -160,7 +160,13 @@ def drop_depth_outliers(transl: np.ndarray, window: int = 9, tol: float = 0.15) 
     return out
 
 
-def rigid_start(body: SparseBody, obs: Observations, cfg: FitConfig, num_betas: int) -> FitState:
+def rigid_start(
+    body: SparseBody,
+    obs: Observations,
+    cfg: FitConfig,
+    num_betas: int,
+    progress: Callable[[float], None] | None = None,
+) -> FitState:
     """Root rotation and translation per person and frame (camera frame), four yaw hypotheses
     optimised at once and chosen by a Viterbi pass over frames."""
     num_p, num_t = obs.num_people, obs.num_frames
@@ -177,7 +183,7 @@ def rigid_start(body: SparseBody, obs: Observations, cfg: FitConfig, num_betas: 
         world_to_cam=obs.world_to_cam,
     )
     fitter = Fitter(body, hyp_obs, cfg, init)
-    fitter.run("rigid", cfg.iters_rigid, [fitter.d_rot, fitter.transl])
+    fitter.run("rigid", cfg.iters_rigid, [fitter.d_rot, fitter.transl], progress)
     err = fitter.per_frame_keypoint_error().reshape(num_h, num_p, num_t)
     st = fitter.state()
     rot = st.global_rot.reshape(num_h, num_p, num_t, 3, 3)
@@ -364,8 +370,7 @@ def fit_motion(
     else:
         cam_obs = replace(obs, world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))
         if init is None or not init_root:
-            report(0.0, "placing people (rigid start)")
-            state = rigid_start(body, cam_obs, cfg, nb)
+            state = rigid_start(body, cam_obs, cfg, nb, lambda f: report(0.15 * f, "placing people (rigid start)"))
             if init is not None:
                 state = replace(state, body_pose=init.body_pose.copy(), betas=init.betas.copy())
         else:
