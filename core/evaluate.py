@@ -33,7 +33,11 @@ from . import bundle as bd
 BODY_JOINTS = 22  # SMPL-X joints 0..21: pelvis .. right_wrist (no jaw, eyes, fingers)
 FOOT_JOINTS = (7, 8, 10, 11)  # left/right ankle, left/right foot
 CONTACT_HEIGHT = 0.03  # m above the joint's lowest height in the sequence counted as ground contact
-DEFAULT_MAX_MATCH = 1.0  # m: mean camera-frame joint distance above which two people never match
+# Matching cost: mean image distance of the projected joints, in units of the GT person's image
+# size (the diagonal of their joints' 2D box). Image space, because identity is what the video
+# shows: a monocular reconstruction may be off in depth and scale by metres and still be the
+# right person. Above this the two never match.
+DEFAULT_MAX_MATCH = 0.5
 
 METRICS = (
     "mpjpe_mm", "mpjpe_pelvis_mm", "pa_mpjpe_mm", "w_mpjpe_mm", "wa_mpjpe_mm", "rte_mm",
@@ -141,6 +145,7 @@ class _Side:
     ids: list[str]
     world: np.ndarray  # [N, C, 22, 3] world joints on the common frames
     cam: np.ndarray  # [N, C, 22, 3] the same joints in that bundle's camera frame
+    uv: np.ndarray  # [N, C, 22, 2] the same joints projected by that bundle's camera (pixels)
     present: np.ndarray  # [N, C] visibility > 0
 
 
@@ -154,15 +159,21 @@ def _side(b: bd.Bundle, index: np.ndarray) -> _Side:
         world[i] = bd.world_joints(p)[index, :BODY_JOINTS]
         present[i] = p.motion.visibility[index] > 0
     cam = np.einsum("cab,ncjb->ncja", w2c[:, :3, :3], world) + w2c[None, :, None, :3, 3]
-    return _Side(ids=[p.id for p in b.people], world=world, cam=cam, present=present)
+    pix = np.einsum("cab,ncjb->ncja", b.camera.K[index], cam)
+    z = pix[..., 2:]
+    uv = np.where(z > 1e-6, pix[..., :2] / np.where(z > 1e-6, z, 1.0), np.nan)  # behind the camera: NaN
+    return _Side(ids=[p.id for p in b.people], world=world, cam=cam, uv=uv, present=present)
 
 
 def _distance_matrix(pred: _Side, gt: _Side) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame mean joint distance [Np, Ng, C] (camera frames; NaN where either is absent)
+    """Per-frame matching cost [Np, Ng, C] (``DEFAULT_MAX_MATCH``; NaN where either is absent)
     and the number of shared frames [Np, Ng]."""
-    d = np.linalg.norm(pred.cam[:, None] - gt.cam[None], axis=-1).mean(axis=-1)  # [Np, Ng, C]
-    both = pred.present[:, None] & gt.present[None]
-    return np.where(both, d, np.nan), both.sum(axis=-1)
+    with np.errstate(invalid="ignore"):
+        d = np.nanmean(np.linalg.norm(pred.uv[:, None] - gt.uv[None], axis=-1), axis=-1)  # [Np, Ng, C]
+        size = np.linalg.norm(np.nanmax(gt.uv, axis=2) - np.nanmin(gt.uv, axis=2), axis=-1)  # [Ng, C]
+    both = pred.present[:, None] & gt.present[None] & np.isfinite(d)
+    cost = d / np.maximum(size[None], 1.0)
+    return np.where(both, cost, np.nan), both.sum(axis=-1)
 
 
 def _assign(cost: np.ndarray, max_cost: float) -> list[tuple[int, int]]:
@@ -244,7 +255,7 @@ def evaluate(
     matches = []
     for i, j in pairs:
         m = _pair_metrics(ps, gs, i, j, frames, dt, min_step)
-        m["mean_distance_m"] = float(mean_dist[i, j])
+        m["match_cost"] = float(mean_dist[i, j])
         m["id_switches"] = int(switches[i])
         matches.append(m)
     matched_pred = {i for i, _ in pairs}
@@ -258,7 +269,7 @@ def evaluate(
         "gt": "",
         "joints": list(bd.JOINT_NAMES[:BODY_JOINTS]),
         "frames": {"pred": pred.frame_count, "gt": gt.frame_count, "common": int(len(frames))},
-        "max_match_distance_m": max_match_distance,
+        "max_match_cost": max_match_distance,
         "matches": matches,
         "mean": mean,
         "missed": [gs.ids[j] for j in range(len(gs.ids)) if j not in matched_gt],
@@ -322,8 +333,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("gt", help="ground-truth result bundle directory (e.g. DIR/bundle from `core synth`)")
     p.add_argument("--json", metavar="OUT", help="also write every number to this JSON file")
     p.add_argument("--max-match-distance", type=float, default=DEFAULT_MAX_MATCH, metavar="M",
-                   help=f"people whose mean camera-frame joint distance exceeds M metres never match "
-                        f"(default {DEFAULT_MAX_MATCH})")  # fmt: skip
+                   help="people whose projected joints lie farther apart than M times the GT person's "
+                        f"image size (mean over joints and frames) never match (default {DEFAULT_MAX_MATCH})")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

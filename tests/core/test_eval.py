@@ -115,7 +115,7 @@ def test_missed_and_extra_people(gt):
     pred.people = [pred.person("p0"), pred.person("p2")]
     far = copy.deepcopy(pred.person("p0"))
     far.id = "ghost"
-    far.motion.trans += np.float32([0.0, 0.0, 8.0])
+    far.motion.trans += np.float32([6.0, 0.0, 0.0])  # far to the side: nowhere near anyone in the image
     pred.people.append(far)
     r = ev.evaluate(pred, gt)
     assert r["missed"] == ["p1"]
@@ -180,3 +180,22 @@ def test_cli_writes_json_and_refuses_invalid_bundle(gt, tmp_path, capsys):
     (gt_dir / "camera.npz").unlink()
     assert core_main(["eval", str(pred_dir), str(gt_dir)]) == 1
     assert "camera.npz: file is missing" in capsys.readouterr().out
+
+
+def test_a_person_misplaced_in_depth_still_matches(gt):
+    """A monocular result can be metres off in depth (scale) yet be the right person: matching is
+    in the image, so the person is matched and the error shows up in MPJPE, not as missed."""
+    pred = copy.deepcopy(gt)
+    w2c = pred.camera.world_to_cam[0]
+    p = pred.person("p1")
+    cam_pos = -w2c[:3, :3].T @ w2c[:3, 3]
+    joints = bd.world_joints(p)
+    # Scale the person about the camera centre by 1.5: same image, 50 % farther, 50 % bigger.
+    p.rig.joints = (p.rig.joints * 1.5).astype(np.float32)
+    pelvis0 = joints[:, 0]
+    p.motion.trans = (cam_pos + 1.5 * (pelvis0 - cam_pos) - p.rig.joints[0]).astype(np.float32)
+    r = ev.evaluate(pred, gt)
+    assert r["missed"] == [] and r["extra"] == []
+    m = next(m for m in r["matches"] if m["gt"] == "p1")
+    assert m["pred"] == "p1" and m["match_cost"] < 1e-3
+    assert m["mpjpe_mm"] > 1000 and m["pa_mpjpe_mm"] < 1e-3
