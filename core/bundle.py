@@ -40,9 +40,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -88,6 +89,8 @@ GENDERS = ("neutral", "male", "female")
 PERSON_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 SPLAT_SKIN_K = 4  # joints per Gaussian stored in splats.ply
+
+_T = TypeVar("_T")
 
 
 class BundleError(ValueError):
@@ -839,13 +842,6 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise BundleError(f"{path.name}: cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from None
 
 
-def _rel(root: Path, path: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def _check_meta(meta: Any, ck: _Checker) -> dict[str, Any] | None:
     if not isinstance(meta, dict):
         ck.add("bundle.json", "top level must be a JSON object")
@@ -937,13 +933,21 @@ def _check_camera(root: Path, meta: dict[str, Any], ck: _Checker) -> Camera | No
     return Camera(K=K.astype(np.float64), world_to_cam=w2c.astype(np.float64), image_size=(int(size[0]), int(size[1])))
 
 
-def _check_motion(root: Path, pid: str, meta: dict[str, Any], ck: _Checker) -> Motion | None:
-    path = root / "people" / pid / "motion.npz"
-    where = _rel(root, path)
+def _load_person_file(root: Path, pid: str, name: str, loader: Callable[[Path], _T], ck: _Checker) -> _T | None:
+    """``loader(people/<pid>/<name>)``, or None with the problem recorded (missing or unreadable)."""
     try:
-        d = load_npz(path)
+        return loader(root / "people" / pid / name)
     except BundleError as exc:
         ck.problems.extend(f"people/{pid}/{p}" for p in exc.problems)
+    except FileNotFoundError:
+        ck.add(f"people/{pid}/{name}", "file is missing")
+    return None
+
+
+def _check_motion(root: Path, pid: str, meta: dict[str, Any], ck: _Checker) -> Motion | None:
+    where = f"people/{pid}/motion.npz"
+    d = _load_person_file(root, pid, "motion.npz", load_npz, ck)
+    if d is None:
         return None
     t = meta["frame_count"]
     bm = meta["body_model"]
@@ -986,12 +990,9 @@ def _check_motion(root: Path, pid: str, meta: dict[str, Any], ck: _Checker) -> M
 
 
 def _check_rig(root: Path, pid: str, ck: _Checker) -> Rig | None:
-    path = root / "people" / pid / "rig.npz"
-    where = _rel(root, path)
-    try:
-        d = load_npz(path)
-    except BundleError as exc:
-        ck.problems.extend(f"people/{pid}/{p}" for p in exc.problems)
+    where = f"people/{pid}/rig.npz"
+    d = _load_person_file(root, pid, "rig.npz", load_npz, ck)
+    if d is None:
         return None
     joints = ck.array(where, d, "joints", (NUM_JOINTS, 3))
     parents = ck.array(where, d, "parents", (NUM_JOINTS,), kind="i")
@@ -1039,15 +1040,9 @@ def _check_skin(where: str, joints: np.ndarray, weights: np.ndarray, ck: _Checke
 
 
 def _check_splats(root: Path, pid: str, ck: _Checker) -> Splats | None:
-    path = root / "people" / pid / "splats.ply"
-    where = _rel(root, path)
-    try:
-        s = splats_from_ply(path)
-    except BundleError as exc:
-        ck.problems.extend(f"people/{pid}/{p}" for p in exc.problems)
-        return None
-    except FileNotFoundError:
-        ck.add(where, "file is missing")
+    where = f"people/{pid}/splats.ply"
+    s = _load_person_file(root, pid, "splats.ply", splats_from_ply, ck)
+    if s is None:
         return None
     if s.count == 0:
         ck.add(where, "has no Gaussians")
@@ -1062,15 +1057,9 @@ def _check_splats(root: Path, pid: str, ck: _Checker) -> Splats | None:
 
 
 def _check_mesh(root: Path, pid: str, ck: _Checker) -> Mesh | None:
-    path = root / "people" / pid / "mesh.ply"
-    where = _rel(root, path)
-    try:
-        m = mesh_from_ply(path)
-    except BundleError as exc:
-        ck.problems.extend(f"people/{pid}/{p}" for p in exc.problems)
-        return None
-    except FileNotFoundError:
-        ck.add(where, "file is missing")
+    where = f"people/{pid}/mesh.ply"
+    m = _load_person_file(root, pid, "mesh.ply", mesh_from_ply, ck)
+    if m is None:
         return None
     if not np.all(np.isfinite(m.vertices)):
         ck.add(where, "vertex positions contain NaN or infinite values")
