@@ -13,10 +13,19 @@ Densification and pruning follow gsplat's DefaultStrategy rules (screen-space gr
 clone small / split large, prune transparent or huge), in an own implementation because our
 Gaussians carry integer buffers (person, skin joints) and surface anchors that must follow
 every clone, split and prune.
+
+Speed: a step is a few hundred small tensor operations around one rasterisation, so on a GPU its
+cost is mostly their launch overhead. Everything that does not change per step is made once:
+the frames of every step are drawn before training (host-side, so nothing waits on the GPU),
+with their cameras, crops and loss weights; the joints' transforms for the motion's poses are
+tabulated for all frames while the poses are not refined. Each step renders only a crop around
+the people's masks (the colour loss reads nothing else, SSIM's window included), with cheap
+batched FK and one gather per Gaussian for skinning, and Adam is fused.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -41,6 +50,8 @@ log = logging.getLogger("troupe.avatars")
 BODY_JOINTS = 22  # joints whose rotations pose refinement may change (pelvis .. wrists)
 HIDDEN_LOGIT = -30.0  # opacity logit of Gaussians of people not drawn in a frame
 SKIN_SAMPLES = 8192  # Gaussians per step in the skin-smoothness term
+CROP_MARGIN = 8  # pixels kept around the people's (dilated) masks in a training crop (SSIM's window: 5)
+CROP_ALIGN = 16  # crop sizes are rounded up to this many pixels (gsplat's tile; fewer distinct shapes)
 
 
 class AvatarInputError(ValueError):
@@ -52,29 +63,32 @@ class AvatarInputError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
-def _gauss_window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> Tensor:
-    x = torch.arange(size, dtype=torch.float32, device=device) - size // 2
-    g = torch.exp(-(x * x) / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+@functools.lru_cache(maxsize=8)
+def _ssim_window(dtype: torch.dtype, device: torch.device, channels: int = 15) -> tuple[Tensor, Tensor]:
+    """The 11-tap Gaussian (sigma 1.5) as depthwise row and column filters for ``channels`` maps."""
+    x = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(x * x) / (2 * 1.5**2))
+    g = (g / g.sum()).to(dtype=dtype, device=device)
+    return g.view(1, 1, 1, 11).repeat(channels, 1, 1, 1), g.view(1, 1, 11, 1).repeat(channels, 1, 1, 1)
 
 
 def ssim_map(a: Tensor, b: Tensor) -> Tensor:
-    """Per-pixel SSIM of images [B, H, W, 3] in [0, 1] (11x11 Gaussian window, sigma 1.5) -> [B, H, W]."""
-    x = a.permute(0, 3, 1, 2).reshape(-1, 1, a.shape[1], a.shape[2])
-    y = b.permute(0, 3, 1, 2).reshape(-1, 1, b.shape[1], b.shape[2])
-    win = _gauss_window(device=a.device).to(a.dtype)
+    """Per-pixel SSIM of images [B, H, W, 3] in [0, 1] (11x11 Gaussian window, sigma 1.5, edges
+    replicated) -> [B, H, W], the mean over the channels.
 
-    def filt(z: Tensor) -> Tensor:
-        return F.conv2d(F.pad(z, (5, 5, 5, 5), mode="replicate"), win)
-
-    mx, my = filt(x), filt(y)
-    sxx = filt(x * x) - mx * mx
-    syy = filt(y * y) - my * my
-    sxy = filt(x * y) - mx * my
+    The window's five local moments (means, second moments, cross moment) of the three channels
+    are filtered together: 15 maps, one depthwise convolution per direction."""
+    x = a.permute(0, 3, 1, 2)
+    y = b.permute(0, 3, 1, 2)
+    maps = torch.cat([x, y, x * x, y * y, x * y], 1)  # [B, 15, H, W]
+    rows, cols = _ssim_window(a.dtype, a.device)
+    maps = F.pad(maps, (5, 5, 5, 5), mode="replicate")
+    mx, my, exx, eyy, exy = F.conv2d(F.conv2d(maps, rows, groups=15), cols, groups=15).split(3, 1)
+    mxy, mxx, myy = mx * my, mx * mx, my * my
     c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.reshape(a.shape[0], 3, a.shape[1], a.shape[2]).mean(1)
+    num = (2 * mxy + c1) * (2 * (exy - mxy) + c2)
+    den = (mxx + myy + c1) * ((exx - mxx) + (eyy - myy) + c2)
+    return (num / den).mean(1)
 
 
 def masked_psnr(pred: Tensor, gt: Tensor, mask: Tensor) -> float:
@@ -115,7 +129,9 @@ class Avatars:
     ``params`` (optimised, gsplat-style names): means [N,3] canonical, quats [N,4] wxyz,
     scales [N,3] log, opacities [N] logit, sh0 [N,1,3], shN [N,K-1,3], skin_logits [N,k].
     ``buffers`` (follow every densify/prune): anchors [N,3] surface points, person [N],
-    skin_ids [N,k] joint ids. Pose corrections: pose_delta [P,T,22,3], trans_delta [P,T,3].
+    skin_ids [N,k] joint ids. Pose corrections: pose_delta [P,T,22,3], trans_delta [P,T,3],
+    applied once ``use_corrections`` is set (until then the joints' transforms of every frame are
+    computed once and looked up).
     """
 
     def __init__(self, motion: bundle.Bundle, config: AvatarConfig, device: torch.device) -> None:
@@ -130,13 +146,19 @@ class Avatars:
             if not np.array_equal(p.rig.parents, self.parents):
                 raise AvatarInputError(f"person {p.id}: rig.parents differ from {self.people[0].id}'s "
                                        "(every person must use the SMPL-X tree)")  # fmt: skip
-        self.poses = torch.as_tensor(np.stack([p.motion.poses for p in self.people]), **f32)  # [P,T,165]
+        poses = np.stack([p.motion.poses for p in self.people]).reshape(len(self.people), num_t, -1, 3)
+        self.poses = torch.as_tensor(poses, **f32)  # [P,T,J,3] axis-angle
         self.trans = torch.as_tensor(np.stack([p.motion.trans for p in self.people]), **f32)  # [P,T,3]
         self.pose_delta = torch.zeros(len(self.people), num_t, BODY_JOINTS, 3, **f32).requires_grad_()
         self.trans_delta = torch.zeros(len(self.people), num_t, 3, **f32).requires_grad_()
+        self.use_corrections = False  # pose_delta / trans_delta applied (pose refinement under way or done)
+        self._table: Tensor | None = None  # [T, P*J, 16] joint table of the uncorrected motion
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
-        self.neighbours: Tensor | None = None
+        self.neighbours: Tensor | None = None  # [N, skin_neighbours] (skin smoothness)
+        self.table_rows: Tensor | None = None  # [N, k] rows of the joint table: person * J + skin joint
+        self.identity: Tensor | None = None  # [N, P] one-hot person (the per-person alpha channels)
+        self.shared_joints: Tensor | None = None  # [N, nb, k, k] bool: skin joint a of n is joint b of neighbour
 
     @property
     def count(self) -> int:
@@ -152,63 +174,85 @@ class Avatars:
         self.buffers["anchors"] = torch.as_tensor(values["anchors"], **f32)
         self.buffers["person"] = torch.as_tensor(values["person"], dtype=torch.long, device=self.device)
         self.buffers["skin_ids"] = torch.as_tensor(values["skin_ids"], dtype=torch.long, device=self.device)
-        self.update_neighbours()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute what follows from the buffers (after the Gaussians were set, densified or pruned):
+        table rows, person one-hots and the k nearest Gaussians of the same person in canonical
+        space (for skin smoothness)."""
+        person = self.buffers["person"]
+        self.table_rows = person[:, None] * bundle.NUM_JOINTS + self.buffers["skin_ids"]
+        self.identity = F.one_hot(person, len(self.people)).float()
+        self.neighbours = knn_same_group(self.params["means"].detach(), person, self.config.skin_neighbours)
+        ids = self.buffers["skin_ids"]
+        self.shared_joints = ids[:, None, :, None] == ids[self.neighbours][:, :, None, :]
 
     def skin_weights(self) -> Tensor:
         return torch.softmax(self.params["skin_logits"], -1)
 
-    def update_neighbours(self) -> None:
-        """k nearest Gaussians of the same person in canonical space (for skin smoothness)."""
-        self.neighbours = knn_same_group(self.params["means"].detach(), self.buffers["person"],
-                                         self.config.skin_neighbours)  # fmt: skip
-
     def transforms(self, frames: Tensor) -> Tensor:
         """Skinning transforms of every person at ``frames`` [B] -> [B, P, J, 4, 4]."""
-        num_b = len(frames)
-        rot = self.poses[:, frames].reshape(-1, num_b, bundle.NUM_JOINTS, 3)  # [P,B,J,3]
-        rot = rot + F.pad(self.pose_delta[:, frames], (0, 0, 0, bundle.NUM_JOINTS - BODY_JOINTS))
-        trans = self.trans[:, frames] + self.trans_delta[:, frames]  # [P,B,3]
+        rot = self.poses.index_select(1, frames)  # [P,B,J,3]
+        trans = self.trans.index_select(1, frames)  # [P,B,3]
+        if self.use_corrections:  # (index_select: its gradient is an index_add, no sort on CUDA)
+            rot = rot + F.pad(self.pose_delta.index_select(1, frames), (0, 0, 0, bundle.NUM_JOINTS - BODY_JOINTS))
+            trans = trans + self.trans_delta.index_select(1, frames)
         return M.forward_kinematics(self.joints[:, None], self.parents, rot, trans)[1].transpose(0, 1)
 
-    def posed(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Posed means [B,N,3], quats [B,N,4] and blend rotations [B,N,4] at ``frames`` [B]."""
-        tr = self.transforms(frames)  # [B,P,J,4,4]
-        jq = M.matrix_to_quat(tr[..., :3, :3])  # [B,P,J,4]
-        sel = (self.buffers["person"][:, None], self.buffers["skin_ids"])
-        means, quats = M.skin_gaussians(self.params["means"], self.params["quats"], self.buffers["skin_ids"],
-                                        self.skin_weights(), tr[:, sel[0], sel[1]], jq[:, sel[0], sel[1]])  # fmt: skip
-        q_blend = M.quat_multiply(quats, M.quat_conjugate(F.normalize(self.params["quats"], dim=-1)))
-        return means, quats, q_blend
+    def joint_table(self, frames: Tensor) -> Tensor:
+        """``M.joint_table`` of every person's joints at ``frames`` [B] -> [B, P*J, 16]."""
+        if self.use_corrections:
+            return M.joint_table(self.transforms(frames)).flatten(1, 2)
+        if self._table is None:
+            with torch.no_grad():
+                num_t = self.poses.shape[1]
+                chunks = torch.arange(num_t, device=self.device).split(512)
+                self._table = torch.cat([M.joint_table(self.transforms(c)).flatten(1, 2) for c in chunks])
+        return self._table.index_select(0, frames)
 
-    def colors(self, sh_degree: int, means: Tensor, q_blend: Tensor, campos: Tensor) -> Tensor:
-        """RGB [B,N,3] seen from camera centres ``campos`` [B,3] (view direction in canonical space)."""
-        sh = self.params["sh0"] if sh_degree == 0 else torch.cat([self.params["sh0"], self.params["shN"]], 1)
-        if sh_degree == 0:  # no view dependence
-            return sh_to_color(0, means, sh.expand(means.shape[0], -1, -1, -1))
-        dirs = M.quat_rotate(M.quat_conjugate(q_blend), means - campos[:, None])
-        return sh_to_color(sh_degree, dirs, sh.expand(means.shape[0], -1, -1, -1))
+    def posed(self, frames: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Posed means [B,N,3], quats [B,N,4] and blend rotations [B,N,4] at ``frames`` [B]
+        (quaternions not normalised; ``weights``: the skin weights, if already computed)."""
+        assert self.table_rows is not None
+        w = self.skin_weights() if weights is None else weights
+        return M.skin_gaussians(self.params["means"], self.params["quats"], self.table_rows, w,
+                                self.joint_table(frames))  # fmt: skip
+
+    def colors(self, sh_degree: int, means: Tensor, blend: Tensor, viewmats: Tensor) -> Tensor:
+        """RGB [B,N,3] (or [N,3] at degree 0) seen from the cameras ``viewmats`` [B,1,4,4] (view direction
+        in canonical space)."""
+        if sh_degree == 0:  # no view dependence: [N,3]
+            return sh_to_color(0, means, self.params["sh0"])
+        rot, t = viewmats[:, 0, :3, :3], viewmats[:, 0, :3, 3:]
+        campos = -(rot.mT @ t)[..., 0]  # [B,3] camera centres
+        dirs = M.quat_rotate(M.quat_conjugate(F.normalize(blend, dim=-1)), means - campos[:, None])
+        sh = torch.cat([self.params["sh0"], self.params["shN"][:, : (sh_degree + 1) ** 2 - 1]], 1)
+        return sh_to_color(sh_degree, dirs, sh)
 
     def render(self, frames: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int,
-               drawn: Tensor) -> Render:  # fmt: skip
+               hidden: Tensor | None = None, weights: Tensor | None = None) -> Render:  # fmt: skip
         """Render everyone at ``frames`` [B] into cameras [B,1,4,4] / [B,1,3,3].
 
-        ``drawn`` [B,P] bool says whose Gaussians are drawn in each frame. The output colour has
-        3 + P channels: RGB (no background) and each person's own alpha."""
-        means, quats, q_blend = self.posed(frames)
-        campos = -(viewmats[:, 0, :3, :3].transpose(-1, -2) @ viewmats[:, 0, :3, 3:])[..., 0]
-        rgb = self.colors(sh_degree, means, q_blend, campos)
-        person = self.buffers["person"]
-        onehot = F.one_hot(person, len(self.people)).to(rgb.dtype).expand(len(frames), -1, -1)
-        feats = torch.cat([rgb, onehot], -1)
-        show = drawn[:, person]  # [B,N]
-        logits = torch.where(
-            show, self.params["opacities"][None], torch.full_like(show, HIDDEN_LOGIT, dtype=rgb.dtype)
-        )
-        scales = self.params["scales"][None].expand(len(frames), -1, -1)
+        ``hidden`` [B,P] bool says whose Gaussians are not drawn in each frame (None: everyone's
+        are). The output colour has 3 + P channels: RGB (no background) and each person's own alpha."""
+        assert self.identity is not None
+        means, quats, blend = self.posed(frames, weights)
+        num_b = len(frames)
+        rgb = self.colors(sh_degree, means, blend, viewmats)
+        logits, scales = self.params["opacities"], self.params["scales"]
+        if hidden is not None:
+            logits = torch.where(hidden[:, self.buffers["person"]], HIDDEN_LOGIT, logits)
         cfg = self.config
-        return rasterize(means, quats, scales, logits, feats, viewmats, Ks, width, height,
-                         near_plane=cfg.near_plane, far_plane=cfg.far_plane, antialiased=cfg.antialiased,
-                         backend=cfg.backend)  # fmt: skip
+        kw = dict(near_plane=cfg.near_plane, far_plane=cfg.far_plane, antialiased=cfg.antialiased, backend=cfg.backend)
+        if num_b == 1:  # one frame: no batch dimension, so nothing is expanded (and summed back in backward)
+            feats = torch.cat([rgb.reshape(-1, 3), self.identity], -1)
+            out = rasterize(means[0], quats[0], scales, logits.reshape(-1), feats, viewmats[0], Ks[0], width, height,
+                            **kw)  # fmt: skip
+            return Render(color=out.color[None], alpha=out.alpha[None], depth=out.depth[None],
+                          means2d=out.means2d, radii=out.radii[None], backend=out.backend)  # fmt: skip
+        feats = torch.cat([rgb.expand(num_b, -1, -1), self.identity.expand(num_b, -1, -1)], -1)
+        return rasterize(means, quats, scales.expand(num_b, -1, -1), logits.expand(num_b, -1), feats, viewmats, Ks,
+                         width, height, **kw)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
@@ -228,18 +272,20 @@ class DensifyState:
         return cls(torch.zeros(n, device=device), torch.zeros(n, device=device))
 
 
-def accumulate_grads(state: DensifyState, out: Render, width: int, height: int, loss_area: Tensor) -> None:
-    """Add this step's screen-space gradients. ``loss_area`` is the fraction of the image the
-    colour loss averages over: gradients are rescaled to a whole-image mean, so
-    ``grad_threshold`` means what it means in 3DGS / gsplat."""
+def accumulate_grads(state: DensifyState, out: Render, ndc: Tensor, loss_area: float) -> None:
+    """Add this step's screen-space gradients.
+
+    ``ndc`` [2] is (W/2, H/2) of the whole frame: pixel gradients become normalised device
+    coordinates, as gsplat does (a crop's gradients are the frame's). ``loss_area`` is the
+    fraction of the frame the colour loss averages over: gradients are rescaled to a whole-image
+    mean, so ``grad_threshold`` means what it means in 3DGS / gsplat."""
     grad = out.means2d.grad
     if grad is None:
         return
-    g = grad.detach().reshape(-1, grad.shape[-2], 2) * loss_area
-    g[..., 0] *= width / 2.0  # pixels -> normalised device coordinates, as gsplat does
-    g[..., 1] *= height / 2.0
-    drawn = (out.radii.reshape(-1, grad.shape[-2], 2) > 0).all(-1)
-    state.grad2d += (g.norm(dim=-1) * drawn).sum(0)
+    n = grad.shape[-2]
+    g = torch.linalg.vector_norm(grad.reshape(-1, n, 2) * ndc, dim=-1)  # [B*C, N]
+    drawn = (out.radii.reshape(-1, n, 2) > 0).all(-1)
+    state.grad2d += torch.where(drawn, g, 0.0).sum(0) * loss_area
     state.count += drawn.sum(0)
 
 
@@ -310,7 +356,7 @@ def densify_and_prune(avatars: Avatars, opt: torch.optim.Optimizer, state: Densi
     total = len(keep) + len(src)
     for name in ("grad2d", "count"):
         setattr(state, name, torch.zeros(total, device=avg.device))
-    avatars.update_neighbours()
+    avatars.refresh()
     return {"cloned": len(clone_idx), "split": ns, "pruned": int((prune).sum()), "total": total}
 
 
@@ -335,12 +381,14 @@ class AvatarResult:
 class _Data:
     frames: Tensor  # [T,H,W,3] uint8
     labels: Tensor  # [T,H,W] uint8
-    plates: Plates  # background plate per frame (and the dilated people masks)
+    plates: Plates  # background plate per frame (and the dilated people masks, ``plates.occupied``)
     viewmats: Tensor  # [T,4,4]
     Ks: Tensor  # [T,3,3] (scaled to the working resolution)
     drawn: Tensor  # [T,P] bool: person drawn (motion visibility > 0; occluders must be drawn too)
-    seen: Tensor  # [T,P] bool: person has mask pixels in the frame
+    seen: np.ndarray  # (T,P) bool: person has mask pixels in the frame
     area: np.ndarray  # (T,P) mask pixels of each person in each frame
+    occupied_area: np.ndarray  # (T,) pixels of the people's dilated masks (where the colour loss looks)
+    boxes: np.ndarray  # (T,4) x0, y0, x1, y1: the dilated masks' bounding box (the whole frame if empty)
     width: int
     height: int
 
@@ -362,6 +410,12 @@ def _check_inputs(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle)
                                f"{len(motion.people)} people (label i+1 = person i)")  # fmt: skip
 
 
+def _extent(m: Tensor) -> tuple[Tensor, Tensor]:
+    """First and one-past-last True index along dim 1 of [T, L] bool (first >= last where none)."""
+    idx = torch.arange(m.shape[1], device=m.device)
+    return torch.where(m, idx, m.shape[1]).amin(1), torch.where(m, idx, -1).amax(1) + 1
+
+
 def _prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, cfg: AvatarConfig,
              device: torch.device) -> _Data:  # fmt: skip
     s = cfg.resolution_scale
@@ -380,6 +434,10 @@ def _prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, cfg:
     counts = torch.stack([torch.bincount(lab.flatten().long(), minlength=256) for lab in labels_t])
     area = counts[:, 1 : len(motion.people) + 1].cpu().numpy()  # (T,P) mask pixels per person
     seen = area > 0
+    occ = plates.occupied
+    (x0, x1), (y0, y1) = _extent(occ.any(1)), _extent(occ.any(2))
+    boxes = torch.stack([x0, y0, x1, y1], 1).cpu().numpy()
+    boxes[boxes[:, 2] <= boxes[:, 0]] = (0, 0, w, h)  # nobody in the frame
     return _Data(
         frames=frames_t,
         labels=labels_t,
@@ -387,8 +445,10 @@ def _prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, cfg:
         viewmats=torch.as_tensor(motion.camera.world_to_cam, dtype=torch.float32, device=device),
         Ks=torch.as_tensor(ks, dtype=torch.float32, device=device),
         drawn=torch.as_tensor(vis | seen, device=device),
-        seen=torch.as_tensor(seen, device=device),
+        seen=seen,
         area=area,
+        occupied_area=occ.sum((1, 2)).cpu().numpy(),
+        boxes=boxes,
         width=w,
         height=h,
     )
@@ -450,56 +510,158 @@ def _sampler_weights(train: list[int], seen: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def _losses(avatars: Avatars, data: _Data, frames: Tensor, out: Render, cfg: AvatarConfig,
-            step: int) -> dict[str, Tensor]:  # fmt: skip
-    num_p = len(avatars.people)
-    color = out.color[:, 0]  # [B,H,W,3+P]
-    alpha = out.alpha[:, 0]
-    gt = data.frames[frames].float() / 255.0
-    pred = color[..., :3] + (1.0 - alpha) * data.plates.get(frames)
-    masks = F.one_hot(data.labels[frames].long(), num_p + 1)[..., 1:].float()  # [B,H,W,P]
-    union = data.plates.occupied[frames][..., None].float()  # the people's masks, dilated
-    area = union.sum().clamp_min(1.0)
-    l1 = ((pred - gt).abs() * union).sum() / (area * 3)
-    ssim = (ssim_map(pred * union + gt * (1 - union), gt)[..., None] * union).sum() / area
-    drawn = data.drawn[frames].float()  # [B,P]
-    mask_l = ((color[..., 3:] - masks).abs().mean((1, 2)) * drawn).sum() / drawn.sum().clamp_min(1)
-    p = avatars.params
-    scale_l = F.relu(torch.exp(p["scales"]) - cfg.max_scale).pow(2).sum(-1).mean() / cfg.max_scale**2
-    op = torch.sigmoid(p["opacities"])
-    opacity_l = (op * (1 - op)).mean()
-    offset = (p["means"] - avatars.buffers["anchors"]).norm(dim=-1)
-    offset_l = F.relu(offset - cfg.offset_free).pow(2).mean()
-    w = avatars.skin_weights()
-    n = avatars.count
-    dense = torch.zeros(n, bundle.NUM_JOINTS, device=w.device).scatter_add(1, avatars.buffers["skin_ids"], w)
-    assert avatars.neighbours is not None
-    some = torch.randint(0, n, (min(n, SKIN_SAMPLES),), device=w.device)  # a random subset per step
-    skin_l = (dense[some, None] - dense[avatars.neighbours[some]]).pow(2).sum(-1).mean()
-    terms = {
-        "l1": l1,
-        "ssim": 1 - ssim,
-        "mask": mask_l,
-        "scale": scale_l,
-        "opacity": opacity_l,
-        "offset": offset_l,
-        "skin": skin_l,
-    }
-    if cfg.refine_poses and step >= cfg.pose_start:
-        pd, td = avatars.pose_delta, avatars.trans_delta
-        terms["pose"] = pd.pow(2).sum(-1).mean() + 10 * td.pow(2).sum(-1).mean()
-        terms["pose_smooth"] = (pd[:, 1:] - pd[:, :-1]).pow(2).sum(-1).mean() + 10 * (
-            td[:, 1:] - td[:, :-1]
-        ).pow(2).sum(-1).mean()
-    weights = {"l1": 1 - cfg.lambda_ssim, "ssim": cfg.lambda_ssim, "mask": cfg.lambda_mask,
-               "scale": cfg.lambda_scale, "opacity": cfg.lambda_opacity, "offset": cfg.lambda_offset,
-               "skin": cfg.lambda_skin_smooth, "pose": cfg.lambda_pose, "pose_smooth": cfg.lambda_pose_smooth}  # fmt: skip
-    terms["total"] = sum(weights[k] * v for k, v in terms.items())
-    return terms
+def _crop_window(box: np.ndarray, w: int, h: int, width: int, height: int) -> tuple[int, int]:
+    """Top-left corner of a w x h window inside the image, centred on ``box`` (x0, y0, x1, y1)."""
+    x = min(max(0, (int(box[0]) + int(box[2]) - w) // 2), width - w)
+    y = min(max(0, (int(box[1]) + int(box[3]) - h) // 2), height - h)
+    return x, y
 
 
-def _camera(data: _Data, frames: Tensor) -> tuple[Tensor, Tensor]:
-    return data.viewmats[frames][:, None], data.Ks[frames][:, None]
+def _stack_crops(images: Tensor, frames: np.ndarray, corners: list[tuple[int, int]], w: int, h: int) -> Tensor:
+    """[T, H, W, ...] -> [B, h, w, ...]: one window per frame (a view when B = 1)."""
+    parts = [images[t, y : y + h, x : x + w] for t, (x, y) in zip(frames.tolist(), corners)]
+    return parts[0][None] if len(parts) == 1 else torch.stack(parts)
+
+
+def _skin_smoothness(avatars: Avatars, weights: Tensor, gen: torch.Generator) -> Tensor:
+    """Mean squared distance between the dense skin weights of ``SKIN_SAMPLES`` random Gaussians and
+    those of their neighbours, from the top-k weights [N, k] alone: |a - b|^2 = |a|^2 + |b|^2 - 2 a.b,
+    where a.b sums the products of the weights of the joints the two share."""
+    assert avatars.neighbours is not None and avatars.shared_joints is not None
+    n, k = weights.shape
+    some = torch.randint(0, n, (min(n, SKIN_SAMPLES),), device=weights.device, generator=gen)
+    nb = avatars.neighbours.index_select(0, some)  # [S, nb]
+    wi = weights.index_select(0, some)  # [S, k]
+    wj = weights.index_select(0, nb.flatten()).view(nb.shape + (k,))  # [S, nb, k]
+    dot = (wi[:, None, :, None] * wj[:, :, None, :] * avatars.shared_joints.index_select(0, some)).sum((-2, -1))
+    return (wi.square().sum(-1)[:, None] + wj.square().sum(-1) - 2.0 * dot).mean()
+
+
+TERMS = ("l1", "ssim", "mask", "scale", "opacity", "offset", "skin", "pose", "pose_smooth")  # loss terms, in order
+
+
+class Trainer:
+    """The optimisation, one step at a time (``fit_avatars`` runs it; benchmarks profile it).
+
+    Made once, before the first step: every step's frames (drawn on the host with the sampler
+    weights), their crops (the union of the people's dilated masks plus ``CROP_MARGIN``, the same
+    size for all frames of a step), cameras with the crop's principal point, the mask-loss weights,
+    the loss weights and a fused Adam."""
+
+    def __init__(self, avatars: Avatars, data: _Data, cfg: AvatarConfig, train: list[int], rng: np.random.Generator,
+                 gen: torch.Generator) -> None:  # fmt: skip
+        self.avatars, self.data, self.cfg, self.gen = avatars, data, cfg, gen
+        dev = avatars.device
+        num_p = len(avatars.people)
+        width, height = data.width, data.height
+        pick = rng.choice(len(train), size=(cfg.iterations, cfg.frames_per_step), p=_sampler_weights(train, data.seen))
+        self.frames = np.asarray(train)[pick]  # (S,B)
+        self.frames_dev = torch.as_tensor(self.frames, device=dev)
+        self.crops: list[tuple[list[tuple[int, int]], int, int]] = []  # per step: corners, w, h
+        ks = data.Ks.cpu().numpy()[self.frames]  # (S,B,3,3)
+        for s, frames in enumerate(self.frames):
+            box = data.boxes[frames]
+            w = min(width, -(-(int((box[:, 2] - box[:, 0]).max()) + 2 * CROP_MARGIN) // CROP_ALIGN) * CROP_ALIGN)
+            h = min(height, -(-(int((box[:, 3] - box[:, 1]).max()) + 2 * CROP_MARGIN) // CROP_ALIGN) * CROP_ALIGN)
+            corners = [_crop_window(b, w, h, width, height) for b in box]
+            ks[s, :, 0, 2] -= [x for x, _ in corners]
+            ks[s, :, 1, 2] -= [y for _, y in corners]
+            self.crops.append((corners, w, h))
+        self.Ks = torch.as_tensor(ks[:, :, None], dtype=torch.float32, device=dev)  # [S,B,1,3,3]
+        self.viewmats = data.viewmats[self.frames_dev][:, :, None]  # [S,B,1,4,4]
+        drawn = data.drawn.cpu().numpy()[self.frames]  # (S,B,P)
+        self.any_hidden = (~drawn).any((1, 2))  # (S,) host: skip the hiding where everyone is drawn
+        self.hidden = torch.as_tensor(~drawn, device=dev)
+        # Per-person alpha vs mask: the mean over the whole frame, averaged over the people drawn.
+        mask_w = drawn / np.maximum(drawn.sum((1, 2), keepdims=True), 1) / (width * height)
+        self.mask_w = torch.as_tensor(mask_w, dtype=torch.float32, device=dev)  # [S,B,P]
+        self.area = np.maximum(data.occupied_area[self.frames].sum(1), 1).astype(np.float64)  # (S,) loss pixels
+        self.person_labels = torch.arange(1, num_p + 1, dtype=torch.uint8, device=dev)
+        self.ndc = torch.tensor([width / 2.0, height / 2.0], device=dev)
+        lambdas = {"l1": 1 - cfg.lambda_ssim, "ssim": cfg.lambda_ssim, "mask": cfg.lambda_mask,
+                   "scale": cfg.lambda_scale, "opacity": cfg.lambda_opacity, "offset": cfg.lambda_offset,
+                   "skin": cfg.lambda_skin_smooth, "pose": cfg.lambda_pose, "pose_smooth": cfg.lambda_pose_smooth}  # fmt: skip
+        self.lambdas = torch.tensor([lambdas[k] for k in TERMS], device=dev)
+        groups = [
+            ("means", cfg.lr_means), ("quats", cfg.lr_quats), ("scales", cfg.lr_scales),
+            ("opacities", cfg.lr_opacities), ("sh0", cfg.lr_sh0), ("shN", cfg.lr_shN), ("skin_logits", cfg.lr_skin),
+        ]  # fmt: skip
+        param_groups = [{"params": [avatars.params[n]], "lr": lr, "name": n} for n, lr in groups]
+        if cfg.refine_poses:
+            param_groups += [{"params": [avatars.pose_delta], "lr": cfg.lr_pose, "name": "pose_delta"},
+                             {"params": [avatars.trans_delta], "lr": cfg.lr_trans, "name": "trans_delta"}]  # fmt: skip
+        self.base_lr = {g["name"]: g["lr"] for g in param_groups}
+        # One fused kernel per group instead of a dozen per parameter (CPU and CUDA alike).
+        self.opt = torch.optim.Adam(param_groups, eps=1e-15, fused=True)
+        self.state = DensifyState.zeros(avatars.count, dev)
+        self.backend = ""
+
+    def step(self, step: int) -> Tensor:
+        """One optimisation step (with densification when it is due); returns the loss terms
+        (``TERMS`` so far, then the weighted total) as a detached vector, without waiting for it."""
+        cfg, av, data = self.cfg, self.avatars, self.data
+        frac = step / max(1, cfg.iterations)
+        for g in self.opt.param_groups:
+            if g["name"] in ("means", "pose_delta", "trans_delta"):
+                g["lr"] = self.base_lr[g["name"]] * cfg.lr_final_factor**frac
+        if cfg.refine_poses and step >= cfg.pose_start:
+            av.use_corrections = True
+        deg = min(cfg.sh_degree, step // max(1, cfg.sh_degree_interval))
+        frames = self.frames[step]
+        corners, w, h = self.crops[step]
+        weights = av.skin_weights()
+        out = av.render(self.frames_dev[step], self.viewmats[step], self.Ks[step], w, h, deg,
+                        self.hidden[step] if self.any_hidden[step] else None, weights)  # fmt: skip
+        self.backend = out.backend
+        gt = _stack_crops(data.frames, frames, corners, w, h).float() * (1 / 255)
+        if len(frames) == 1:
+            (x, y), t = corners[0], int(frames[0])
+            plate = data.plates.crop(t, y, y + h, x, x + w)[None]
+        else:
+            plate = torch.stack([data.plates.crop(int(t), y, y + h, x, x + w) for t, (x, y) in zip(frames, corners)])
+        union = _stack_crops(data.plates.occupied, frames, corners, w, h)
+        labels = _stack_crops(data.labels, frames, corners, w, h)
+        terms = self._losses(out, gt, plate, union, labels, self.mask_w[step], float(self.area[step]), weights)
+        total = terms @ self.lambdas[: len(terms)]
+        total.backward()
+        if cfg.densify and step < cfg.densify_stop:
+            loss_area = float(self.area[step]) / (len(frames) * data.width * data.height)
+            accumulate_grads(self.state, out, self.ndc, loss_area)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if cfg.densify and cfg.densify_start <= step < cfg.densify_stop and (step + 1) % cfg.densify_every == 0:
+            info = densify_and_prune(av, self.opt, self.state, cfg, self.gen)
+            log.debug("step %d densify: %s", step, info)
+        return torch.cat([terms.detach(), total.detach()[None]])
+
+    def _losses(self, out: Render, gt: Tensor, plate: Tensor, union: Tensor, labels: Tensor, mask_w: Tensor,
+                area: float, weights: Tensor) -> Tensor:  # fmt: skip
+        """The loss terms (``TERMS``; the pose terms only while poses are refined) of a rendered crop:
+        ``gt`` / ``plate`` [B,h,w,3], ``union`` [B,h,w] the dilated masks, ``labels`` [B,h,w],
+        ``mask_w`` [B,P] per-person weights, ``area`` the pixels of ``union``."""
+        cfg, av = self.cfg, self.avatars
+        rgb, person_alpha = out.color[:, 0].split([3, out.color.shape[-1] - 3], -1)  # [B,h,w,3], [B,h,w,P]
+        alpha = out.alpha[:, 0]  # [B,h,w,1]
+        pred = torch.addcmul(rgb, 1.0 - alpha, plate)
+        # Outside the masks the prediction is replaced by the frame: no loss there, SSIM included.
+        pred = torch.where(union[..., None], pred, gt)
+        l1 = (pred - gt).abs().sum() * (1.0 / (3.0 * area))
+        ssim = torch.where(union, ssim_map(pred, gt), 0.0).sum() * (1.0 / area)
+        masks = labels[..., None] == self.person_labels  # [B,h,w,P]
+        mask_l = ((person_alpha - masks.float()).abs().sum((1, 2)) * mask_w).sum()
+        p = av.params
+        scale_l = F.relu(torch.exp(p["scales"]) - cfg.max_scale).square().mean() * (3.0 / cfg.max_scale**2)
+        op = torch.sigmoid(p["opacities"])
+        opacity_l = (op * (1.0 - op)).mean()
+        offset = torch.linalg.vector_norm(p["means"] - av.buffers["anchors"], dim=-1)
+        offset_l = F.relu(offset - cfg.offset_free).square().mean()
+        skin_l = _skin_smoothness(av, weights, self.gen)
+        terms = [l1, 1.0 - ssim, mask_l, scale_l, opacity_l, offset_l, skin_l]
+        if av.use_corrections and cfg.refine_poses:
+            pd, td = av.pose_delta, av.trans_delta  # sizes and frame-to-frame changes (x3: summed over xyz)
+            terms.append(3.0 * (pd.square().mean() + 10.0 * td.square().mean()))
+            terms.append(3.0 * (torch.diff(pd, dim=1).square().mean() + 10.0 * torch.diff(td, dim=1).square().mean()))
+        return torch.stack(terms)
 
 
 @torch.no_grad()
@@ -526,8 +688,8 @@ def render_composite(
     avatars: Avatars, data: _Data, frames: Tensor, sh_degree: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Render [B] frames over the plate: prediction [B,H,W,3], ground truth, people mask [B,H,W]."""
-    vm, ks = _camera(data, frames)
-    out = avatars.render(frames, vm, ks, data.width, data.height, sh_degree, data.drawn[frames])
+    vm, ks = data.viewmats[frames][:, None], data.Ks[frames][:, None]
+    out = avatars.render(frames, vm, ks, data.width, data.height, sh_degree, ~data.drawn[frames])
     pred = (out.color[:, 0, ..., :3] + (1 - out.alpha[:, 0]) * data.plates.get(frames)).clamp(0, 1)
     gt = data.frames[frames].float() / 255.0
     return pred, gt, (data.labels[frames] > 0).float()
@@ -566,54 +728,20 @@ def fit_avatars(
     t_init = time.perf_counter() - t0
     metrics: dict[str, Any] = {"init": evaluate(avatars, data, held, 0), "init_seconds": t_init}
 
-    groups = [
-        ("means", cfg.lr_means), ("quats", cfg.lr_quats), ("scales", cfg.lr_scales),
-        ("opacities", cfg.lr_opacities), ("sh0", cfg.lr_sh0), ("shN", cfg.lr_shN), ("skin_logits", cfg.lr_skin),
-    ]  # fmt: skip
-    param_groups = [{"params": [avatars.params[n]], "lr": lr, "name": n} for n, lr in groups]
-    if cfg.refine_poses:
-        param_groups += [{"params": [avatars.pose_delta], "lr": cfg.lr_pose, "name": "pose_delta"},
-                         {"params": [avatars.trans_delta], "lr": cfg.lr_trans, "name": "trans_delta"}]  # fmt: skip
-    base_lr = {g["name"]: g["lr"] for g in param_groups}
-    opt = torch.optim.Adam(param_groups, eps=1e-15)
-    weights = torch.as_tensor(_sampler_weights(train, data.seen.cpu().numpy()), device=dev)
-    train_t = torch.as_tensor(train, device=dev)
-    state = DensifyState.zeros(avatars.count, dev)
+    trainer = Trainer(avatars, data, cfg, train, rng, gen)
     history: list[dict[str, float]] = []
     t_train = time.perf_counter()
     for step in range(cfg.iterations):
-        frac = step / max(1, cfg.iterations)
-        for g in opt.param_groups:
-            if g["name"] in ("means", "pose_delta", "trans_delta"):
-                g["lr"] = base_lr[g["name"]] * cfg.lr_final_factor**frac
-        deg = min(cfg.sh_degree, step // max(1, cfg.sh_degree_interval))
-        fr = train_t[torch.multinomial(weights, cfg.frames_per_step, replacement=True, generator=gen)]
-        vm, ks = _camera(data, fr)
-        out = avatars.render(fr, vm, ks, data.width, data.height, deg, data.drawn[fr])
-        terms = _losses(avatars, data, fr, out, cfg, step)
-        terms["total"].backward()
-        if cfg.refine_poses and step < cfg.pose_start:
-            avatars.pose_delta.grad = None
-            avatars.trans_delta.grad = None
-        if cfg.densify and step < cfg.densify_stop:
-            accumulate_grads(state, out, data.width, data.height, data.plates.occupied[fr].float().mean())
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if (
-            cfg.densify
-            and cfg.densify_start <= step < cfg.densify_stop
-            and (step + 1) % cfg.densify_every == 0
-        ):
-            info = densify_and_prune(avatars, opt, state, cfg, gen)
-            log.debug("step %d densify: %s", step, info)
-        if step % cfg.log_every == 0 or step == cfg.iterations - 1:
-            rec = {k: float(v.detach()) for k, v in terms.items()}
-            rec["step"] = step
-            rec["gaussians"] = avatars.count
+        terms = trainer.step(step)
+        if step % cfg.log_every == 0 or step == cfg.iterations - 1:  # the one wait for the device
+            values = terms.tolist()
+            rec = dict(zip(TERMS[: len(values) - 1], values))
+            rec.update(total=values[-1], step=step, gaussians=avatars.count)
             history.append(rec)
         if progress is not None:  # every step: it is also where a cancel is noticed
             last = history[-1]
-            progress(frac, f"step {step}/{cfg.iterations}, loss {last['total']:.4f}, {avatars.count} Gaussians")
+            progress(step / max(1, cfg.iterations),
+                     f"step {step}/{cfg.iterations}, loss {last['total']:.4f}, {avatars.count} Gaussians")  # fmt: skip
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t_train
@@ -626,7 +754,7 @@ def fit_avatars(
         "iterations_per_second": cfg.iterations / max(seconds, 1e-9),
         "gaussians": dict(zip([p.id for p in motion.people], avatars.counts())),
         "resolution": [data.width, data.height],
-        "backend": out.backend,
+        "backend": trainer.backend,
         "device": str(dev),
         "lpips": None,  # needs network weights, not available offline
     })  # fmt: skip

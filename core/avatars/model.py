@@ -7,13 +7,21 @@ opacities logits, colours SH coefficients (``sh[:, 0]`` is DC). Skin weights are
 (``bundle.SPLAT_SKIN_K``) joint ids and weights per Gaussian.
 
 Torch versions of ``bundle.forward_kinematics`` / ``skin_points`` live here (batched over
-frames, differentiable in the poses, so poses can be refined while the Gaussians are fitted);
-a Gaussian's orientation follows the blend of its joints' rotations (a normalised weighted
+frames and people, differentiable in the poses, so poses can be refined while the Gaussians are
+fitted); a Gaussian's orientation follows the blend of its joints' rotations (a weighted
 quaternion average).
+
+Everything here runs once per optimisation step, so it is written for few tensor operations
+(each one is a kernel launch on a GPU): constants are built once per device and cached, forward
+kinematics composes the tree by pointer jumping (4 rounds for SMPL-X's depth of 10, not one
+round per level), and each Gaussian gathers its joints' transforms and rotations in one index.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,76 +33,101 @@ from .. import bundle
 from .raster import rgb_to_sh0
 
 # --------------------------------------------------------------------------------------
+# Constants, built once per (dtype, device)
+# --------------------------------------------------------------------------------------
+
+
+# Candidate r of a rotation matrix's quaternion (w, x, y, z), scaled by 4 q_r: "+1+00" = 1 + m[0][0].
+_QUAT_CANDIDATES = (
+    ("+1+00+11+22", "+21-12", "+02-20", "+10-01"),
+    ("+21-12", "+1+00-11-22", "+01+10", "+02+20"),
+    ("+02-20", "+01+10", "+1-00+11-22", "+12+21"),
+    ("+10-01", "+02+20", "+12+21", "+1-00-11+22"),
+)
+# The Hamilton product as a bilinear form: (a * b)_k = sum_ij a_i b_j C[i, j, k]; (i, j, sign) per k.
+_QUAT_PRODUCT = (
+    ((0, 0, 1), (1, 1, -1), (2, 2, -1), (3, 3, -1)),
+    ((0, 1, 1), (1, 0, 1), (2, 3, 1), (3, 2, -1)),
+    ((0, 2, 1), (1, 3, -1), (2, 0, 1), (3, 1, 1)),
+    ((0, 3, 1), (1, 2, 1), (2, 1, -1), (3, 0, 1)),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _const(name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if name == "eye3":
+        out = torch.eye(3, dtype=torch.float64)
+    elif name == "eye4":
+        out = torch.eye(4, dtype=torch.float64)
+    elif name == "corner":  # homogeneous 1 of a 4x4 transform
+        out = torch.zeros(4, 4, dtype=torch.float64)
+        out[3, 3] = 1
+    elif name == "conj":
+        out = torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
+    elif name == "quat_cands":  # (m00..m22, 1) (10,) -> the four scaled quaternion candidates (4x4 flattened)
+        out = torch.zeros(10, 16, dtype=torch.float64)
+        for r, row in enumerate(_QUAT_CANDIDATES):
+            for c, expr in enumerate(row):
+                for sign, term in re.findall(r"([+-])(\d+)", expr):
+                    row = 9 if term == "1" else 3 * int(term[0]) + int(term[1])
+                    out[row, 4 * r + c] = 1 if sign == "+" else -1
+    elif name == "quat_product":  # outer product a b^T (16,) -> a * b (4,)
+        out = torch.zeros(4, 4, 4, dtype=torch.float64)
+        for k, terms in enumerate(_QUAT_PRODUCT):
+            for i, j, sign in terms:
+                out[i, j, k] = sign
+        out = out.reshape(16, 4)
+    else:
+        raise KeyError(name)
+    return out.to(dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------------------
 # Rotations
 # --------------------------------------------------------------------------------------
 
 
 def axis_angle_to_matrix(rotvec: Tensor) -> Tensor:
-    """Rodrigues: [..., 3] axis-angle -> [..., 3, 3] (smooth at zero)."""
-    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)
-    theta = torch.sqrt(theta2.clamp_min(1e-16))
-    small = theta2 < 1e-8
-    # sin(t)/t and (1-cos t)/t^2 with their Taylor series near 0 (keeps gradients finite).
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-16))
-    x, y, z = rotvec.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(rotvec.shape[:-1] + (3, 3))
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
-    return eye + a[..., None] * k + b[..., None] * (k @ k)
+    """Rodrigues: [..., 3] axis-angle -> [..., 3, 3] (smooth at zero).
+
+    R = cos(t) I + sin(t)/t [v]x + (1 - cos t)/t^2 v v^T with t = |v|; both ratios are sinc
+    functions, which torch differentiates at 0."""
+    theta = torch.linalg.vector_norm(rotvec, dim=-1, keepdim=True)[..., None]  # [...,1,1]
+    a = torch.sinc(theta * (1 / math.pi))  # sin t / t
+    b = torch.sinc(theta * (0.5 / math.pi)).square() * 0.5  # (1 - cos t) / t^2
+    eye = _const("eye3", rotvec.dtype, rotvec.device)
+    skew = torch.linalg.cross(eye.expand(rotvec.shape[:-1] + (3, 3)), rotvec[..., None, :])  # rows e_i x v: [v]x
+    outer = rotvec[..., :, None] * rotvec[..., None, :]
+    return torch.cos(theta) * eye + a * skew + b * outer
 
 
 def matrix_to_quat(m: Tensor) -> Tensor:
     """[..., 3, 3] rotation matrices -> [..., 4] unit quaternions w,x,y,z (w >= 0)."""
-    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
-    # Four candidate (scaled) quaternions; take the best conditioned one per matrix.
-    cands = torch.stack(
-        [
-            torch.stack([1 + m00 + m11 + m22, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0],
-                         m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m00 - m11 - m22, m[..., 0, 1] + m[..., 1, 0],
-                         m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m00 + m11 - m22,
-                         m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1],
-                         1 - m00 - m11 + m22], -1),
-        ],
-        -2,
-    )  # fmt: skip
-    diag = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-    )
-    best = diag.argmax(-1)
+    flat = F.pad(m.flatten(-2), (0, 1), value=1.0)  # [..., 10]: the entries and a constant 1
+    # Four candidate (scaled) quaternions; take the best conditioned one (largest diagonal) per matrix.
+    cands = (flat @ _const("quat_cands", m.dtype, m.device)).unflatten(-1, (4, 4))
+    best = cands.diagonal(dim1=-2, dim2=-1).argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
-    q = F.normalize(q, dim=-1)
-    return torch.where(q[..., :1] < 0, -q, q)
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+    return F.normalize(q, dim=-1)
 
 
 def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product a * b of w,x,y,z quaternions (rotation b first, then a)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
+    outer = (a[..., :, None] * b[..., None, :]).flatten(-2)  # [..., 16]
+    return outer @ _const("quat_product", outer.dtype, outer.device)
 
 
 def quat_conjugate(q: Tensor) -> Tensor:
     """Inverse rotation of unit w,x,y,z quaternions."""
-    return q * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=q.dtype, device=q.device)
+    return q * _const("conj", q.dtype, q.device)
 
 
 def quat_rotate(q: Tensor, v: Tensor) -> Tensor:
     """Rotate vectors v [..., 3] by unit quaternions q [..., 4] (w,x,y,z)."""
     w, u = q[..., :1], q[..., 1:]
-    t = 2.0 * torch.cross(u, v, dim=-1)
-    return v + w * t + torch.cross(u, t, dim=-1)
+    t = 2.0 * torch.linalg.cross(u, v)
+    return v + w * t + torch.linalg.cross(u, t)
 
 
 # --------------------------------------------------------------------------------------
@@ -102,12 +135,29 @@ def quat_rotate(q: Tensor, v: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
-def _levels(parents: np.ndarray) -> list[np.ndarray]:
-    """Joint ids grouped by depth in the tree (root first)."""
-    depth = np.zeros(len(parents), np.int64)
-    for j in range(1, len(parents)):
-        depth[j] = depth[parents[j]] + 1
-    return [np.nonzero(depth == d)[0] for d in range(depth.max() + 1)]
+@dataclass(frozen=True)
+class _TreePlan:
+    """Index tensors of one kinematic tree on one device."""
+
+    offsets: Tensor  # [J, J]: joints -> offsets from the parent (the root keeps its position)
+    rounds: tuple[Tensor, ...]  # per pointer-jumping round: [J+1] ancestor 2^r levels up (J = none)
+
+
+@functools.lru_cache(maxsize=16)
+def _tree_plan(parents: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> _TreePlan:
+    num_j = len(parents)
+    offsets = np.eye(num_j)
+    for j, p in enumerate(parents):
+        if p >= 0:
+            if p >= j:
+                raise ValueError(f"parents[{j}] = {p}: a parent must come before its child")
+            offsets[j, p] = -1.0
+    anc = np.array([p if p >= 0 else num_j for p in parents] + [num_j])
+    rounds = []
+    while (anc[:num_j] < num_j).any():
+        rounds.append(torch.as_tensor(anc, device=device))
+        anc = anc[anc]
+    return _TreePlan(torch.as_tensor(offsets, dtype=dtype, device=device), tuple(rounds))
 
 
 def forward_kinematics(
@@ -115,7 +165,9 @@ def forward_kinematics(
 ) -> tuple[Tensor, Tensor]:
     """World joints and skinning transforms, as ``bundle.forward_kinematics`` (differentiable).
 
-    Batched over any leading dimensions (frames, people), one tree level at a time.
+    Batched over any leading dimensions (frames, people). The world transform of joint j is the
+    product of the local transforms on its path to the root; pointer jumping composes each joint
+    with its ancestor 1, 2, 4, 8 levels up, so the whole tree takes ceil(log2(depth + 1)) rounds.
 
     Args:
         joints: [..., J, 3] rest joint positions.
@@ -127,55 +179,55 @@ def forward_kinematics(
         world joints [..., J, 3] and transforms [..., J, 4, 4] mapping rest points bound to
         joint j to their posed world positions.
     """
-    parents = np.asarray(parents, np.int64)
-    num_j = parents.shape[0]
-    batch = torch.broadcast_shapes(joints.shape[:-2], rotvecs.shape[:-2], trans.shape[:-1])
-    joints = joints.expand(batch + (num_j, 3))
-    rot = axis_angle_to_matrix(rotvecs).expand(batch + (num_j, 3, 3))
-    par = torch.as_tensor(np.maximum(parents, 0), device=joints.device)
-    rel = joints - joints[..., par, :] * (torch.as_tensor(parents >= 0, device=joints.device)[:, None])
-    levels = _levels(parents)
-    slot = np.zeros(num_j, np.int64)  # position of each joint inside its level
-    for ids in levels:
-        slot[ids] = np.arange(len(ids))
-    r_lv = [rot[..., levels[0], :, :]]
-    t_lv = [joints[..., levels[0], :] + trans[..., None, :]]
-    for lv in range(1, len(levels)):
-        ids = levels[lv]
-        ps = torch.as_tensor(slot[parents[ids]], device=joints.device)
-        pr, pt = r_lv[-1][..., ps, :, :], t_lv[-1][..., ps, :]
-        r_lv.append(pr @ rot[..., ids, :, :])
-        t_lv.append((pr @ rel[..., ids, :, None])[..., 0] + pt)
-    inv = torch.as_tensor(np.argsort(np.concatenate(levels)), device=joints.device)
-    r = torch.cat(r_lv, -3)[..., inv, :, :]
-    t = torch.cat(t_lv, -2)[..., inv, :]
-    top = torch.cat([r, (t - (r @ joints[..., None])[..., 0])[..., None]], -1)  # [...,J,3,4]
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=r.dtype, device=r.device).expand(
-        top.shape[:-2] + (1, 4)
-    )
-    return t, torch.cat([top, bottom], -2)
+    dt, dev = rotvecs.dtype, rotvecs.device
+    plan = _tree_plan(tuple(int(p) for p in np.asarray(parents).reshape(-1)), dt, dev)
+    num_j = plan.offsets.shape[0]
+    eye4 = _const("eye4", dt, dev)
+    local_t = plan.offsets @ joints  # [..., J, 3]: offset from the parent (root: its position)
+    local = F.pad(axis_angle_to_matrix(rotvecs), (0, 1, 0, 1)) + F.pad(local_t[..., None], (3, 0, 0, 1))
+    local = local + _const("corner", dt, dev)  # [..., J, 4, 4]
+    # Slot J holds the identity: the "ancestor" of joints whose path to the root is complete.
+    world = torch.cat([local, eye4.expand(local.shape[:-3] + (1, 4, 4))], -3)
+    for anc in plan.rounds:
+        world = world[..., anc, :, :] @ world
+    world = world[..., :num_j, :, :]
+    # Skinning transform: undo the rest position first (x - rest_j), then the world transform.
+    unbind = eye4 - F.pad(joints[..., None], (3, 0, 0, 1))
+    shift = F.pad(trans[..., None, :, None], (3, 0, 0, 1))  # [..., 1, 4, 4]: the root translation
+    skin = world @ unbind + shift
+    return world[..., :3, 3] + trans[..., None, :], skin
+
+
+def joint_table(transforms: Tensor) -> Tensor:
+    """Per joint, what a Gaussian bound to it needs: [..., J, 4, 4] skinning transforms ->
+    [..., J, 16]: the transform's top 3 rows (12, row-major) and its rotation as a quaternion."""
+    return torch.cat([transforms[..., :3, :].flatten(-2), matrix_to_quat(transforms[..., :3, :3])], -1)
 
 
 def skin_gaussians(
     means: Tensor,  # [N, 3] canonical
-    quats: Tensor,  # [N, 4] canonical, wxyz
-    joint_ids: Tensor,  # [N, k] long
+    quats: Tensor,  # [N, 4] canonical, wxyz (any norm)
+    joint_ids: Tensor,  # [N, k] long, rows of ``table``
     weights: Tensor,  # [N, k], rows sum to 1
-    transforms: Tensor,  # [T, J, 4, 4] from forward_kinematics, or already gathered [T, N, k, 4, 4]
-    joint_quats: Tensor | None = None,  # [T, N, k, 4] rotations of the gathered transforms, if known
-) -> tuple[Tensor, Tensor]:
-    """Pose Gaussians by linear blend skinning: means [T, N, 3] and quats [T, N, 4] (wxyz).
+    table: Tensor,  # [T, J, 16] from joint_table (or [T, J, 4, 4] skinning transforms)
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pose Gaussians by linear blend skinning at T poses.
 
-    Positions follow ``bundle.skin_points`` exactly; an orientation is turned by the blend of its
-    joints' rotations (weighted average of their quaternions, signs aligned, normalised).
+    Returns posed means [T, N, 3] (exactly ``bundle.skin_points``), posed quats [T, N, 4] and the
+    blended joint rotations [T, N, 4] (posed = blend * canonical). Quaternions are w,x,y,z and
+    not normalised (the rasteriser normalises): the blend is the weighted sum of the joints'
+    quaternions with signs aligned to the first joint's.
     """
-    tr = transforms[:, joint_ids] if transforms.dim() == 4 else transforms  # [T,N,k,4,4]
-    blended = (weights[None, :, :, None, None] * tr[..., :3, :]).sum(2)  # [T,N,3,4]
-    posed = (blended[..., :3] @ means[None, :, :, None])[..., 0] + blended[..., 3]
-    q = matrix_to_quat(tr[..., :3, :3]) if joint_quats is None else joint_quats  # [T,N,k,4]
-    sign = torch.where((q * q[:, :, :1]).sum(-1, keepdim=True) < 0, -1.0, 1.0)
-    q_blend = F.normalize((weights[None, :, :, None] * q * sign).sum(2), dim=-1)
-    return posed, quat_multiply(q_blend, F.normalize(quats, dim=-1))
+    if table.shape[-2:] == (4, 4):
+        table = joint_table(table)
+    rows = table.index_select(-2, joint_ids.flatten()).unflatten(-2, joint_ids.shape)  # [T, N, k, 16]
+    mat, jq = rows.split([12, 4], -1)
+    w = weights[..., None]  # [N, k, 1]
+    blended = (w * mat).sum(-2).unflatten(-1, (3, 4))  # [T, N, 3, 4]
+    posed = (blended * F.pad(means, (0, 1), value=1.0)[:, None, :]).sum(-1)
+    sign = torch.where((jq * jq[..., :1, :]).sum(-1, keepdim=True) < 0, -w, w)
+    blend = (sign * jq).sum(-2)  # [T, N, 4]
+    return posed, quat_multiply(blend, quats), blend
 
 
 # --------------------------------------------------------------------------------------

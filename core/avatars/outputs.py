@@ -74,12 +74,12 @@ def render_orbit(
     vm_t = torch.as_tensor(vm, dtype=torch.float32, device=avatars.device)[:, None]
     ks = data.Ks[frame][None, None].expand(views, 1, 3, 3)
     frames = torch.full((views,), frame, device=avatars.device)
-    drawn = torch.zeros(views, len(avatars.people), dtype=torch.bool, device=avatars.device)
-    drawn[:, person] = True
+    hidden = torch.ones(views, len(avatars.people), dtype=torch.bool, device=avatars.device)
+    hidden[:, person] = False
     imgs = []
     for i in range(views):  # one view at a time keeps memory flat
         out = avatars.render(frames[i : i + 1], vm_t[i : i + 1], ks[i : i + 1], data.width, data.height,
-                             sh_degree, drawn[i : i + 1])  # fmt: skip
+                             sh_degree, hidden[i : i + 1])  # fmt: skip
         imgs.append((out.color[0, 0, ..., :3] + 1.0 - out.alpha[0, 0]).clamp(0, 1))
     return (torch.stack(imgs).cpu().numpy() * 255).round().astype(np.uint8)
 

@@ -43,6 +43,7 @@ class Plates:
         self.frames = frames
         self.occupied = occupied
         self.median: Tensor | None = None
+        self._median_float: Tensor | None = None
         self.inpainted: Tensor | None = None
         num_t = len(frames)
         if static:
@@ -69,6 +70,18 @@ class Plates:
                 if occ[t].any():
                     out[t] = cv2.inpaint(out[t], occ[t].astype(np.uint8), 5, cv2.INPAINT_TELEA)
             self.inpainted = torch.as_tensor(out, device=frames.device)
+
+    def crop(self, t: int, y0: int, y1: int, x0: int, x1: int) -> Tensor:
+        """The background behind the people's pixels of frame ``t`` in a window -> float [h,w,3] in [0,1].
+
+        Only meant where the loss reads it, inside the (dilated) masks: a static camera's median
+        is returned everywhere (the frame itself shows outside the masks)."""
+        if self.median is not None:
+            if self._median_float is None:
+                self._median_float = self.median.float() / 255.0
+            return self._median_float[y0:y1, x0:x1]
+        assert self.inpainted is not None
+        return self.inpainted[t, y0:y1, x0:x1].float() / 255.0
 
     def get(self, frames: Tensor) -> Tensor:
         if self.median is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -149,6 +150,8 @@ def sh_to_color(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     nb = (degree + 1) ** 2
     if coeffs.shape[-2] < nb:
         raise ValueError(f"SH degree {degree} needs {nb} coefficients per channel, got {coeffs.shape[-2]}")
+    if degree == 0:  # no view dependence: the directions are not needed
+        return torch.clamp_min(coeffs[..., 0, :] * _C0 + 0.5, 0.0)
     basis = sh_basis(degree, dirs)
     return torch.clamp_min((basis[..., None] * coeffs[..., :nb, :]).sum(-2) + 0.5, 0.0)
 
@@ -353,34 +356,41 @@ def _rasterize_torch(means, quats, log_scales, opacity_logits, colors, viewmats,
                   radii=radii, backend="torch")  # fmt: skip
 
 
+def _pair_alpha(geo: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+    """Mahalanobis exponent and alpha of (Gaussian, pixel) pairs: ``geo`` [M, 6] the Gaussians'
+    (mean x, mean y, conic a, b, c, opacity), ``px`` / ``py`` [M] the pixel centres."""
+    mx, my, ca, cb, cc, op = geo.unbind(-1)
+    dx, dy = mx - px, my - py
+    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+    return sigma, torch.clamp_max(op * torch.exp(-sigma), ALPHA_MAX)
+
+
 def _composite(means2d, conic, opac, col, z, gid, pid, width, height, n):  # type: ignore[no-untyped-def]
-    """Front-to-back alpha compositing of (Gaussian, pixel) pairs; returns [H,W,D], [H,W,1], [H,W,1]."""
+    """Front-to-back alpha compositing of (Gaussian, pixel) pairs; returns [H,W,D], [H,W,1], [H,W,1].
+
+    Each pair reads its Gaussian's attributes with one gather (geometry) and one more (colour and
+    depth); the three images come out of one scatter-add."""
     dev, dt = means2d.device, means2d.dtype
     d_ch = col.shape[-1]
     npx = width * height
-
-    def pair_alpha(gid: Tensor, pid: Tensor, m2d: Tensor, con: Tensor, op: Tensor) -> tuple[Tensor, Tensor]:
-        dx = m2d[gid, 0] - ((pid % width).to(dt) + 0.5)
-        dy = m2d[gid, 1] - (torch.div(pid, width, rounding_mode="floor").to(dt) + 0.5)
-        cg = con[gid]
-        sigma = 0.5 * (cg[:, 0] * dx * dx + cg[:, 2] * dy * dy) + cg[:, 1] * dx * dy
-        return sigma, torch.clamp_max(op[gid] * torch.exp(-sigma), ALPHA_MAX)
-
+    geo = torch.cat([means2d, conic, opac[:, None]], -1)  # [N, 6]
     with torch.no_grad():
-        sigma, alpha = pair_alpha(gid, pid, means2d.detach(), conic.detach(), opac.detach())
-        keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+        px = (pid % width).to(dt) + 0.5
+        py = torch.div(pid, width, rounding_mode="floor").to(dt) + 0.5
+        sigma, alpha = _pair_alpha(geo.detach().index_select(0, gid), px, py)
+        keep = torch.nonzero((sigma >= 0) & (alpha >= ALPHA_THRESHOLD)).squeeze(1)
         gid, pid = gid[keep], pid[keep]
         # Front to back: sort by pixel, then by depth (ties in Gaussian order).
         depth_rank = torch.empty(n, dtype=torch.long, device=dev)
         depth_rank[torch.sort(z.detach(), stable=True).indices] = torch.arange(n, device=dev)
         order = torch.argsort(pid.long() * n + depth_rank[gid])
-        gid, pid = gid[order], pid[order]
+        gid, pid, px, py = gid[order], pid[order], px[keep][order], py[keep][order]
     m = len(gid)
     if m == 0:  # nothing drawn: empty images (still part of the graph, with zero gradients)
         zero = 0.0 * (means2d.sum() + opac.sum() + col.sum())
         return (zero.expand(height, width, d_ch).clone(), zero.expand(height, width, 1).clone(),
                 zero.expand(height, width, 1).clone())  # fmt: skip
-    _, alpha = pair_alpha(gid, pid, means2d, conic, opac)
+    _, alpha = _pair_alpha(geo.index_select(0, gid), px, py)
     # Transmittance before each pair: exp of the exclusive per-pixel cumsum of log(1 - alpha),
     # in float64 so a long cumsum keeps its precision.
     logt = torch.log1p(-alpha.double())
@@ -389,14 +399,12 @@ def _composite(means2d, conic, opac, col, z, gid, pid, width, height, n):  # typ
         first = torch.ones(m, dtype=torch.bool, device=dev)
         first[1:] = pid[1:] != pid[:-1]
         seg_start = torch.cummax(torch.where(first, torch.arange(m, device=dev), 0), 0).values
-    offset = (csum - logt)[seg_start]
-    t_after = torch.exp(csum - offset)
-    t_before = torch.exp(csum - logt - offset)
+    after = csum - (csum - logt)[seg_start]  # log transmittance after each pair
     with torch.no_grad():
-        on = t_after > T_STOP  # a pixel stops before the Gaussian that would take it to 1e-4
-    w = (alpha.double() * t_before * on).to(dt)
-    color = torch.zeros(npx, d_ch, dtype=dt, device=dev).index_add(0, pid, w[:, None] * col[gid])
-    acc = torch.zeros(npx, dtype=dt, device=dev).index_add(0, pid, w)
-    dep = torch.zeros(npx, dtype=dt, device=dev).index_add(0, pid, w * z[gid])
-    dep = dep / acc.clamp_min(1e-10)
+        on = after > math.log(T_STOP)  # a pixel stops before the Gaussian that would take it to 1e-4
+    w = (alpha.double() * torch.exp(after - logt) * on).to(dt)[:, None]  # [M, 1]
+    values = torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], -1).index_select(0, gid)  # [M, D+2]
+    out = torch.zeros(npx, d_ch + 2, dtype=dt, device=dev).index_add(0, pid, w * values)
+    color, wz, acc = out.split([d_ch, 1, 1], -1)
+    dep = wz / acc.clamp_min(1e-10)
     return color.reshape(height, width, d_ch), acc.reshape(height, width, 1), dep.reshape(height, width, 1)

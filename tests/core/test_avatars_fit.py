@@ -176,7 +176,7 @@ def test_bad_inputs_name_what_is_wrong(scene) -> None:  # type: ignore[no-untype
         F.fit_avatars(scene.frames, bad, scene.motion, cfg)
 
 
-def test_stage_reads_the_job_folders_and_writes_avatars(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_stage_reads_the_job_folders_and_writes_avatars(scene, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from core.avatars.stage import run_stage
     from core.people.formats import PeopleResult, write_people
     from core.pipeline import JobDir, RunConfig, StageContext
@@ -203,6 +203,7 @@ def test_stage_reads_the_job_folders_and_writes_avatars(scene, tmp_path: Path) -
         quality="preview", device="cpu", extra={"avatars": {**TINY, "iterations": 3, "densify": False}}
     )
     reports: list[tuple[float, str]] = []
+    monkeypatch.setattr("core.pipeline.REPORT_INTERVAL", 0.0)  # every report, however fast the steps
     ctx = StageContext(job=job, config=config, name="avatars", _progress=lambda f, m: reports.append((f, m)),
                        _cancelled=lambda: False)  # fmt: skip
     run_stage(ctx)

@@ -44,17 +44,18 @@ def test_skinning_matches_skin_points_and_turns_orientations_with_the_joints() -
     w = rng.random((n, 4))
     w /= w.sum(1, keepdims=True)
     quats = torch.tensor(rng.normal(size=(n, 4)))
-    posed, _ = M.skin_gaussians(
+    posed, _, _ = M.skin_gaussians(
         torch.tensor(pts), quats, torch.tensor(ids), torch.tensor(w), torch.tensor(skin)
     )
     assert np.allclose(posed.numpy(), bundle.skin_points(pts, ids, w, skin), atol=1e-10)
     # Bound to one joint, a Gaussian turns rigidly: posed covariance = R cov R^T.
     one = np.zeros((n, 4), np.int64) + 7
     w1 = np.tile([1.0, 0, 0, 0], (n, 1))
-    _, q_posed = M.skin_gaussians(
+    r_joint = skin[:, 7, :3, :3]
+    _, q_posed, blend = M.skin_gaussians(
         torch.tensor(pts), quats, torch.tensor(one), torch.tensor(w1), torch.tensor(skin)
     )
-    r_joint = skin[:, 7, :3, :3]
+    assert torch.allclose(quat_to_rotmat(blend), torch.tensor(r_joint)[:, None].expand(-1, n, -1, -1), atol=1e-10)
     expect = np.einsum("tab,nbc->tnac", r_joint, quat_to_rotmat(quats).numpy())
     assert np.allclose(quat_to_rotmat(q_posed).numpy(), expect, atol=1e-10)
 
