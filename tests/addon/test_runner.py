@@ -68,7 +68,7 @@ def test_run_reports_ordered_progress_and_done(fake_env_python, odd_dir, monkeyp
     assert (Path(spec.job_dir) / "first" / "out.txt").read_text() == "first"
     log = job.log_path.read_text(encoding="utf-8")
     assert "library chatter" in log
-    assert job.elapsed_s > 0.5 and job.eta_s == 0.0
+    assert job.elapsed_s >= 0.3 and job.eta_s == 0.0  # at least the two stages' delays
     assert_reaped(job.pid)
 
 
