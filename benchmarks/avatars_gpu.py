@@ -1,22 +1,25 @@
-"""Avatar stage on the GPU: gsplat parity test, rasteriser speed, and the whole fit on a synth scene.
+"""Avatar stage on the GPU: gsplat parity test, rasteriser speed, a step profile and the whole fit.
 
-One command on the GPU machine (after the wheels from ``benchmarks/avatars_gpu_wheels.py`` are
-installed and a scene made with ``python -m core synth --people 2 --frames 300 --size 1280x720``)::
+On the GPU machine, with the wheels of ``benchmarks/avatars_gpu_wheels.py`` installed and a scene
+made with ``python -m core synth --people 2 --frames 300 --size 1280x720 --seed 0``::
 
     MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python benchmarks/avatars_gpu.py --scene SCENE --out $OUT
 
-(or in two calls, ``--steps compile`` then ``--steps parity,speed,fit``, with the same
+(or in two calls, ``--steps compile`` then ``--steps parity,speed,profile,fit``, with the same
 ``TORCH_EXTENSIONS_DIR`` so the second finds the compiled kernels; docs/avatars.md has the lines).
 
 Steps (each result lands in OUT, also when a later step fails):
-    1. compiles gsplat's CUDA kernels (first use; minutes) and records the time;
-    2. runs ``tests/core/test_raster_gpu.py`` (gsplat vs the torch reference) -> raster_parity.txt;
-    3. ``raster_speed``: forward+backward ms of both backends at 720p -> raster_speed.json;
-    4. fits the avatars (preset ``--quality``) -> avatars_gpu.json (iterations/s, total seconds,
-       peak GPU memory, held-out PSNR/SSIM inside the masks before/after) and OUT/avatars/
-       (splats, renders, metrics).
+    compile  compiles gsplat's CUDA kernels (first use; minutes) and records the time;
+    parity   runs ``tests/core/test_raster_gpu.py`` and ``tests/core/test_avatars_gpu.py`` (gsplat
+             against the torch reference, the CUDA training step against the CPU one) -> raster_parity.txt;
+    speed    ``raster_speed``: forward+backward ms of both backends at 720p -> raster_speed.json;
+    profile  ``benchmarks/avatars_profile.py``: ms, tensor ops and host syncs per training step
+             -> profile.json, profile.txt (torch.profiler tables);
+    fit      fits the avatars (preset ``--quality``) -> avatars_gpu.json (iterations/s, seconds per
+             phase, peak GPU memory, held-out PSNR/SSIM inside the masks before/after) and
+             OUT/avatars/ (splats, renders, metrics).
 
-``--device cpu --steps fit`` runs step 4 on the CPU (see ``benchmarks/avatars_cpu.py``).
+``--device cpu --steps fit`` runs the fit on the CPU (see ``benchmarks/avatars_cpu.py``).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ def compile_gsplat() -> dict:
 
 
 def parity(out: Path) -> dict:
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests/core/test_raster_gpu.py"), "-v", "-rA",
-           f"--junitxml={out / 'raster_parity.xml'}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests/core/test_raster_gpu.py"),
+           str(ROOT / "tests/core/test_avatars_gpu.py"), "-v", "-rA", f"--junitxml={out / 'raster_parity.xml'}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     (out / "raster_parity.txt").write_text(proc.stdout + proc.stderr)
     tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
@@ -58,6 +61,12 @@ def raster_speed(out: Path, device: str) -> dict:
     rows = speed_run(device=device, sizes=[(1280, 720)], counts=[20000, 100000], repeats=20)
     (out / "raster_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
     return {"raster_speed": rows}
+
+
+def profile(scene, name: str, out: Path, device: str, quality: str, overrides: dict) -> dict:  # type: ignore[no-untyped-def]
+    from benchmarks.avatars_profile import profile as run_profile
+
+    return run_profile(scene, name, out, device, quality, overrides)
 
 
 def load_scene(scene_dir: Path | None):  # type: ignore[no-untyped-def]
@@ -122,6 +131,18 @@ def fit(scene, name: str, out: Path, device: str, quality: str, overrides: dict)
     return rep
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` strings -> {field: value} (VALUE read as JSON when it parses, else a string)."""
+    overrides = {}
+    for item in items:
+        key, _, val = item.partition("=")
+        try:
+            overrides[key] = json.loads(val)
+        except json.JSONDecodeError:
+            overrides[key] = val
+    return overrides
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -132,23 +153,18 @@ def main() -> int:
     p.add_argument("--quality", default="standard", choices=("preview", "standard", "high"))
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override an AvatarConfig field (JSON value), e.g. --set iterations=2000")  # fmt: skip
-    p.add_argument(
-        "--steps", default="compile,parity,speed,fit", help="comma list of compile,parity,speed,fit"
-    )
+    p.add_argument("--steps", default="compile,parity,speed,profile,fit",
+                   help="comma list of compile,parity,speed,profile,fit")  # fmt: skip
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    overrides = {}
-    for item in args.set:
-        key, _, val = item.partition("=")
-        try:
-            overrides[key] = json.loads(val)
-        except json.JSONDecodeError:
-            overrides[key] = val
+    overrides = parse_overrides(args.set)
     steps = args.steps.split(",")
     summary: dict = {}
     rc = 0
     for step, fn in (("compile", compile_gsplat), ("parity", lambda: parity(args.out)),
                      ("speed", lambda: raster_speed(args.out, args.device)),
+                     ("profile", lambda: profile(*load_scene(args.scene), args.out, args.device, args.quality,
+                                                 overrides)),
                      ("fit", lambda: fit(*load_scene(args.scene), args.out, args.device, args.quality, overrides))):  # fmt: skip
         if step not in steps:
             continue

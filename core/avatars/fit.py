@@ -50,7 +50,11 @@ log = logging.getLogger("troupe.avatars")
 BODY_JOINTS = 22  # joints whose rotations pose refinement may change (pelvis .. wrists)
 HIDDEN_LOGIT = -30.0  # opacity logit of Gaussians of people not drawn in a frame
 SKIN_SAMPLES = 8192  # Gaussians per step in the skin-smoothness term
-CROP_MARGIN = 8  # pixels kept around the people's (dilated) masks in a training crop (SSIM's window: 5)
+# A training crop is the people's (dilated) masks' bounding box grown by CROP_MARGIN pixels plus
+# CROP_MARGIN_FRACTION of its larger side: SSIM's window (5 px) stays inside, and so does most of
+# the space a stray Gaussian could wander into, where the alpha-vs-mask loss still sees it.
+CROP_MARGIN = 16
+CROP_MARGIN_FRACTION = 0.1
 CROP_ALIGN = 16  # crop sizes are rounded up to this many pixels (gsplat's tile; fewer distinct shapes)
 
 
@@ -544,13 +548,14 @@ class Trainer:
     """The optimisation, one step at a time (``fit_avatars`` runs it; benchmarks profile it).
 
     Made once, before the first step: every step's frames (drawn on the host with the sampler
-    weights), their crops (the union of the people's dilated masks plus ``CROP_MARGIN``, the same
-    size for all frames of a step), cameras with the crop's principal point, the mask-loss weights,
-    the loss weights and a fused Adam."""
+    weights), their crops (around the people's dilated masks, see ``CROP_MARGIN``; one size for all
+    frames of a step), cameras with the crop's principal point, the mask-loss weights, the loss
+    weights and a fused Adam."""
 
-    def __init__(self, avatars: Avatars, data: _Data, cfg: AvatarConfig, train: list[int], rng: np.random.Generator,
-                 gen: torch.Generator) -> None:  # fmt: skip
+    def __init__(self, avatars: Avatars, data: _Data, cfg: AvatarConfig, train: list[int], held: list[int],
+                 rng: np.random.Generator, gen: torch.Generator) -> None:  # fmt: skip
         self.avatars, self.data, self.cfg, self.gen = avatars, data, cfg, gen
+        self.train, self.held = train, held  # frame indices: trained on, held out
         dev = avatars.device
         num_p = len(avatars.people)
         width, height = data.width, data.height
@@ -561,8 +566,10 @@ class Trainer:
         ks = data.Ks.cpu().numpy()[self.frames]  # (S,B,3,3)
         for s, frames in enumerate(self.frames):
             box = data.boxes[frames]
-            w = min(width, -(-(int((box[:, 2] - box[:, 0]).max()) + 2 * CROP_MARGIN) // CROP_ALIGN) * CROP_ALIGN)
-            h = min(height, -(-(int((box[:, 3] - box[:, 1]).max()) + 2 * CROP_MARGIN) // CROP_ALIGN) * CROP_ALIGN)
+            bw, bh = int((box[:, 2] - box[:, 0]).max()), int((box[:, 3] - box[:, 1]).max())
+            margin = CROP_MARGIN + int(CROP_MARGIN_FRACTION * max(bw, bh))
+            w = min(width, -(-(bw + 2 * margin) // CROP_ALIGN) * CROP_ALIGN)
+            h = min(height, -(-(bh + 2 * margin) // CROP_ALIGN) * CROP_ALIGN)
             corners = [_crop_window(b, w, h, width, height) for b in box]
             ks[s, :, 0, 2] -= [x for x, _ in corners]
             ks[s, :, 1, 2] -= [y for _, y in corners]
@@ -695,6 +702,23 @@ def render_composite(
     return pred, gt, (data.labels[frames] > 0).float()
 
 
+def prepare(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, config: AvatarConfig,
+            device: str | torch.device = "cpu") -> Trainer:  # fmt: skip
+    """Everything before the first step (arguments as ``fit_avatars``): inputs checked, frames at the
+    working resolution, plates, the initial Gaussians, and the trainer with its step plan."""
+    _check_inputs(frames, labels, motion)
+    cfg = config
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    data = _prepare(frames, labels, motion, cfg, dev)
+    train, held = split_frames(motion.frame_count, cfg.holdout_every)
+    avatars = Avatars(motion, cfg, dev)
+    avatars.set_gaussians(initial_gaussians(motion, data, train, cfg, rng))
+    return Trainer(avatars, data, cfg, train, held, rng, gen)
+
+
 def fit_avatars(
     frames: np.ndarray,
     labels: np.ndarray,
@@ -714,21 +738,13 @@ def fit_avatars(
         device: torch device ("cuda" uses gsplat when ``config.backend`` is auto).
         progress: ``progress(fraction, message)``; may raise to cancel.
     """
-    _check_inputs(frames, labels, motion)
     cfg = config
-    dev = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    data = _prepare(frames, labels, motion, cfg, dev)
-    train, held = split_frames(motion.frame_count, cfg.holdout_every)
-    avatars = Avatars(motion, cfg, dev)
-    avatars.set_gaussians(initial_gaussians(motion, data, train, cfg, rng))
-    t_init = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"init": evaluate(avatars, data, held, 0), "init_seconds": t_init}
-
-    trainer = Trainer(avatars, data, cfg, train, rng, gen)
+    trainer = prepare(frames, labels, motion, cfg, device)
+    avatars, data, train, held = trainer.avatars, trainer.data, trainer.train, trainer.held
+    dev = avatars.device
+    metrics: dict[str, Any] = {"init_seconds": time.perf_counter() - t0}
+    metrics["init"] = evaluate(avatars, data, held, 0)
     history: list[dict[str, float]] = []
     t_train = time.perf_counter()
     for step in range(cfg.iterations):

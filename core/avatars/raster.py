@@ -278,10 +278,10 @@ def _project(means, quats, log_scales, viewmats, Ks, width, height, eps2d):  # t
     return z, means2d, cov2, det, comp
 
 
-def _pairs(means2d: Tensor, radii: Tensor, ids: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+def _pairs(means2d: Tensor, radii: Tensor, ids: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
     """Every (Gaussian, pixel) pair inside each drawn Gaussian's pixel box (no grad).
 
-    Returns gaussian ids [M] and flat pixel ids [M] (row-major)."""
+    Returns gaussian ids [M] and the pixels' columns and rows [M]."""
     mx, my = means2d[ids, 0].detach(), means2d[ids, 1].detach()
     rx, ry = radii[ids, 0].to(mx.dtype), radii[ids, 1].to(mx.dtype)
     # Pixel centres i + 0.5 inside [m - r, m + r].
@@ -297,7 +297,7 @@ def _pairs(means2d: Tensor, radii: Tensor, ids: Tensor, width: int, height: int)
     local = torch.arange(int(counts.sum()), device=ids.device) - start[g]
     px = x0[g] + local % nx[g]
     py = y0[g] + local // nx[g]
-    return ids[g], py * width + px
+    return ids[g], px, py
 
 
 def _rasterize_torch(means, quats, log_scales, opacity_logits, colors, viewmats, Ks, width, height,  # type: ignore[no-untyped-def]
@@ -338,10 +338,8 @@ def _rasterize_torch(means, quats, log_scales, opacity_logits, colors, viewmats,
             else:
                 col = colors[b, c] if colors.dim() == 4 else colors[b]
             with torch.no_grad():
-                gid, pid = _pairs(
-                    means2d[b, c], radii[b, c], torch.nonzero(valid[b, c]).squeeze(1), width, height
-                )
-            color, alpha, depth = _composite(means2d[b, c], conic[b, c], opac[b, c], col, z[b, c], gid, pid,
+                pairs = _pairs(means2d[b, c], radii[b, c], torch.nonzero(valid[b, c]).squeeze(1), width, height)
+            color, alpha, depth = _composite(means2d[b, c], conic[b, c], opac[b, c], col, z[b, c], *pairs,
                                              width, height, n)  # fmt: skip
             if backgrounds is not None:
                 color = color + (1.0 - alpha) * backgrounds[b, c].to(color.dtype)
@@ -365,7 +363,7 @@ def _pair_alpha(geo: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
     return sigma, torch.clamp_max(op * torch.exp(-sigma), ALPHA_MAX)
 
 
-def _composite(means2d, conic, opac, col, z, gid, pid, width, height, n):  # type: ignore[no-untyped-def]
+def _composite(means2d, conic, opac, col, z, gid, px, py, width, height, n):  # type: ignore[no-untyped-def]
     """Front-to-back alpha compositing of (Gaussian, pixel) pairs; returns [H,W,D], [H,W,1], [H,W,1].
 
     Each pair reads its Gaussian's attributes with one gather (geometry) and one more (colour and
@@ -375,16 +373,15 @@ def _composite(means2d, conic, opac, col, z, gid, pid, width, height, n):  # typ
     npx = width * height
     geo = torch.cat([means2d, conic, opac[:, None]], -1)  # [N, 6]
     with torch.no_grad():
-        px = (pid % width).to(dt) + 0.5
-        py = torch.div(pid, width, rounding_mode="floor").to(dt) + 0.5
+        pid = py * width + px
+        px, py = px.to(dt) + 0.5, py.to(dt) + 0.5  # pixel centres
         sigma, alpha = _pair_alpha(geo.detach().index_select(0, gid), px, py)
         keep = torch.nonzero((sigma >= 0) & (alpha >= ALPHA_THRESHOLD)).squeeze(1)
-        gid, pid = gid[keep], pid[keep]
         # Front to back: sort by pixel, then by depth (ties in Gaussian order).
         depth_rank = torch.empty(n, dtype=torch.long, device=dev)
         depth_rank[torch.sort(z.detach(), stable=True).indices] = torch.arange(n, device=dev)
-        order = torch.argsort(pid.long() * n + depth_rank[gid])
-        gid, pid, px, py = gid[order], pid[order], px[keep][order], py[keep][order]
+        keep = keep[torch.argsort(pid[keep] * n + depth_rank[gid[keep]])]
+        gid, pid, px, py = gid[keep], pid[keep], px[keep], py[keep]
     m = len(gid)
     if m == 0:  # nothing drawn: empty images (still part of the graph, with zero gradients)
         zero = 0.0 * (means2d.sum() + opac.sum() + col.sum())
