@@ -95,13 +95,6 @@ def ssim_map(a: Tensor, b: Tensor) -> Tensor:
     return (num / den).mean(1)
 
 
-def masked_psnr(pred: Tensor, gt: Tensor, mask: Tensor) -> float:
-    """PSNR (dB) over the pixels of ``mask`` [H, W] of images [H, W, 3] in [0, 1]."""
-    m = mask.to(pred.dtype)[..., None]
-    mse = float(((pred - gt) ** 2 * m).sum() / (m.sum() * 3).clamp_min(1))
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
 @torch.no_grad()
 def knn_same_group(points: Tensor, group: Tensor, k: int, chunk: int = 2048) -> Tensor:
     """Indices [N, k] of each point's k nearest other points of the same group (itself if alone)."""
@@ -379,6 +372,9 @@ class AvatarResult:
     history: list[dict[str, float]] = field(default_factory=list)
     avatars: Avatars | None = None  # the fitted model (for renders)
     data: _Data | None = None
+    # Held-out frames saved as images (``max_saved_heldout`` of them): frame -> (ground truth, render),
+    # [H,W,3] float in [0, 1], kept from the final evaluation.
+    heldout_images: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -671,23 +667,41 @@ class Trainer:
         return torch.stack(terms)
 
 
+EVAL_BATCH = 4  # frames rendered per call when evaluating (fewer launches on a GPU; memory stays small)
+
+
 @torch.no_grad()
-def evaluate(avatars: Avatars, data: _Data, frames: list[int], sh_degree: int) -> dict[str, float]:
-    """Mean PSNR and SSIM inside the people's masks over ``frames`` (renders over the plate)."""
+def evaluate(avatars: Avatars, data: _Data, frames: list[int], sh_degree: int,
+             keep: set[int] | frozenset[int] = frozenset()) -> dict[str, Any]:  # fmt: skip
+    """Mean PSNR and SSIM inside the people's masks over ``frames`` (renders over the plate).
+
+    Frames are rendered ``EVAL_BATCH`` at a time and read back once per batch. The composites of
+    the frames in ``keep`` are returned too, under "images": {frame: (ground truth, render)} as
+    [H,W,3] float tensors in [0, 1] (the held-out renders the outputs save, not rendered twice)."""
     if not frames:
         return {}
-    psnrs, ssims = [], []
-    for t in frames:
-        idx = torch.tensor([t], device=avatars.device)
-        pred, gt, mask = render_composite(avatars, data, idx, sh_degree)
-        if mask.sum() == 0:
-            continue
-        psnrs.append(masked_psnr(pred[0], gt[0], mask[0]))
-        sm = ssim_map(pred, gt)[0]
-        ssims.append(float((sm * mask[0]).sum() / mask[0].sum()))
-    if not psnrs:
-        return {}
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "frames": len(psnrs)}
+    psnrs: list[float] = []
+    ssims: list[float] = []
+    images: dict[int, tuple[Tensor, Tensor]] = {}
+    for s in range(0, len(frames), EVAL_BATCH):
+        chunk = frames[s : s + EVAL_BATCH]
+        pred, gt, mask = render_composite(avatars, data, torch.tensor(chunk, device=avatars.device), sh_degree)
+        area = mask.sum((1, 2))  # [B]
+        mse = ((pred - gt) ** 2 * mask[..., None]).sum((1, 2, 3)) / (3 * area).clamp_min(1)
+        ssim = (ssim_map(pred, gt) * mask).sum((1, 2)) / area.clamp_min(1)
+        for a, m, q in zip(area.tolist(), mse.tolist(), ssim.tolist()):
+            if a > 0:
+                psnrs.append(10 * math.log10(1.0 / max(m, 1e-12)))
+                ssims.append(q)
+        for i, t in enumerate(chunk):
+            if t in keep:
+                images[t] = (gt[i], pred[i])
+    out: dict[str, Any] = {}
+    if psnrs:
+        out = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "frames": len(psnrs)}
+    if keep:
+        out["images"] = images
+    return out
 
 
 @torch.no_grad()
@@ -743,8 +757,10 @@ def fit_avatars(
     trainer = prepare(frames, labels, motion, cfg, device)
     avatars, data, train, held = trainer.avatars, trainer.data, trainer.train, trainer.held
     dev = avatars.device
-    metrics: dict[str, Any] = {"init_seconds": time.perf_counter() - t0}
-    metrics["init"] = evaluate(avatars, data, held, 0)
+    seconds = {"prepare": time.perf_counter() - t0}
+    t_eval = time.perf_counter()
+    metrics: dict[str, Any] = {"init": evaluate(avatars, data, held, 0)}
+    seconds["evaluate_init"] = time.perf_counter() - t_eval
     history: list[dict[str, float]] = []
     t_train = time.perf_counter()
     for step in range(cfg.iterations):
@@ -760,14 +776,23 @@ def fit_avatars(
                      f"step {step}/{cfg.iterations}, loss {last['total']:.4f}, {avatars.count} Gaussians")  # fmt: skip
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - t_train
+    seconds["train"] = time.perf_counter() - t_train
     final_deg = min(cfg.sh_degree, max(0, cfg.iterations - 1) // max(1, cfg.sh_degree_interval))
+    t_eval = time.perf_counter()
+    saved = held[:: max(1, math.ceil(len(held) / max(1, cfg.max_saved_heldout)))] if cfg.max_saved_heldout else []
+    heldout = evaluate(avatars, data, held, final_deg, keep=set(saved))
+    images = heldout.pop("images", {})
     metrics.update({
-        "heldout": evaluate(avatars, data, held, final_deg),
-        "train_frames_metrics": evaluate(avatars, data, train[:: max(1, len(train) // 8)], final_deg),
-        "train_seconds": seconds,
+        "heldout": heldout,
+        "train_frames_metrics": evaluate(avatars, data, train[:: max(1, len(train) // 4)][:4], final_deg),
+    })  # fmt: skip
+    seconds["evaluate"] = time.perf_counter() - t_eval
+    metrics.update({
+        "seconds": seconds,
+        "init_seconds": seconds["prepare"],
+        "train_seconds": seconds["train"],
         "iterations": cfg.iterations,
-        "iterations_per_second": cfg.iterations / max(seconds, 1e-9),
+        "iterations_per_second": cfg.iterations / max(seconds["train"], 1e-9),
         "gaussians": dict(zip([p.id for p in motion.people], avatars.counts())),
         "resolution": [data.width, data.height],
         "backend": trainer.backend,
@@ -776,7 +801,8 @@ def fit_avatars(
     })  # fmt: skip
     result_bundle = export_bundle(avatars, motion, final_deg)
     return AvatarResult(bundle=result_bundle, metrics=metrics, config=cfg, train_frames=train,
-                        heldout_frames=held, history=history, avatars=avatars, data=data)  # fmt: skip
+                        heldout_frames=held, history=history, avatars=avatars, data=data,
+                        heldout_images=images)  # fmt: skip
 
 
 def export_bundle(avatars: Avatars, motion: bundle.Bundle, sh_degree: int) -> bundle.Bundle:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import bundle
-from .fit import AvatarResult, Avatars, _Data, render_composite
+from .fit import AvatarResult, Avatars, _Data
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -113,13 +113,9 @@ def write_outputs(result: AvatarResult, out_dir: Path | str) -> Path:
     if avatars is None or data is None:
         return out
     deg = result.bundle.people[0].splats.sh_degree if result.bundle.people[0].splats is not None else 0
-    held = result.heldout_frames[
-        :: max(1, math.ceil(len(result.heldout_frames) / result.config.max_saved_heldout))
-    ]
     (out / "renders" / "heldout").mkdir(parents=True, exist_ok=True)
-    for t in held:
-        pred, gt, _ = render_composite(avatars, data, torch.tensor([t], device=avatars.device), deg)
-        img = np.concatenate([_to_bgr8(gt[0]), _to_bgr8(pred[0])], 1)
+    for t, (gt, pred) in sorted(result.heldout_images.items()):
+        img = np.concatenate([_to_bgr8(gt), _to_bgr8(pred)], 1)
         cv2.imwrite(str(out / "renders" / "heldout" / f"{t:06d}.png"), img)
     frames_all = result.train_frames + result.heldout_frames
     for i, person in enumerate(result.bundle.people):
