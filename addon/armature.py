@@ -83,12 +83,14 @@ def key_pose(
     quats: np.ndarray,
     root_location: np.ndarray,
     visibility: np.ndarray | None = None,
+    hide_unseen: bool = False,
 ) -> bpy.types.Action:
     """Keyframe an armature: (T,J,4) bone quaternions (w,x,y,z), (T,3) root location.
 
     Every frame keeps its keys; where ``visibility`` is 0 the keys are marked GENERATED and the
     object's ``troupe_visibility`` custom property is keyed 0 (constant interpolation), so users
-    see which frames were not observed.
+    see which frames were not observed. ``hide_unseen`` also keys the object's ``hide_viewport``
+    and ``hide_render`` there (``anim.key_hidden``), in the same action.
     """
     factory = compat.new_action(obj, f"{obj.name} motion")
     frames = np.asarray(frames, np.float64)
@@ -105,4 +107,6 @@ def key_pose(
         ui.update(min=0.0, max=1.0, description="Troupe: how much of the person is seen in this frame (0 = not seen)")
         vis = np.asarray(visibility, np.float64)
         anim.key_vector(factory, f'["{VISIBILITY_PROP}"]', frames, vis[:, None], "Troupe", "CONSTANT")
+        if hide_unseen:
+            anim.key_hidden(factory, frames, vis)
     return factory.action

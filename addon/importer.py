@@ -12,6 +12,8 @@ Layout made in the scene::
       <camera>                 camera (and its video plate)
       <person id>              collection per person
         <id>                   armature, custom property troupe_person_id, animated troupe_visibility
+                               (it, the body, the splats and the mesh are hidden where it is 0, by keyed
+                               hide_viewport / hide_render, unless hide_unseen is off)
         <id> body              skinned body mesh (vertex groups = bone names, Armature modifier)
         <id> splats            Gaussian splats (Geometry Nodes skinning + display)
         <id> joint frames      helper mesh the splat skinning reads the bones through
@@ -31,7 +33,7 @@ import bpy
 import numpy as np
 
 from ..core import bundle
-from . import armature, axes, camera, compat, gsplat, rig
+from . import anim, armature, axes, camera, compat, gsplat, rig
 from .blender_mesh import assign_vertex_groups, dense_weights, new_mesh
 from .camera_math import intrinsics_to_blender
 from .datablocks import BUNDLE_KEY, TAG, Created, all_or_nothing, imports_of_bundle, remove_tagged
@@ -56,6 +58,7 @@ class ImportSettings:
     replace: bool = True  # remove earlier imports of the same bundle first (off: add beside them)
     scene_settings: bool = True  # frame range, frame rate, resolution, active camera, Standard view
     splat_points_threshold: int = 500_000  # clouds with more Gaussians start in point display
+    hide_unseen: bool = True  # hide each person (viewport and renders) on frames where its visibility is 0
 
 
 @dataclass
@@ -251,7 +254,7 @@ def create_person(
     if arm_obj is not None and rest_rot is not None:
         quats, root_loc = rig.pose_basis(rest_rot, person.rig.joints, person.motion.rotvecs, person.motion.trans,
                                          conv, world_conv)  # fmt: skip
-        armature.key_pose(arm_obj, names, frames, quats, root_loc, person.motion.visibility)
+        armature.key_pose(arm_obj, names, frames, quats, root_loc, person.motion.visibility, s.hide_unseen)
     color = person_color(index)
     if s.mesh:
         out.body = _skinned_mesh(f"{person.id} body", conv.points(person.rig.vertices), person.rig.faces, names,
@@ -274,6 +277,10 @@ def create_person(
     for obj in (out.body, out.splats, out.mesh, out.joint_frames):
         if obj is not None:
             obj[PERSON_KEY] = person.id
+    if s.hide_unseen:
+        for obj in (out.body, out.splats, out.mesh):
+            if obj is not None:
+                anim.hide_where_unseen(obj, frames, person.motion.visibility)
     return out
 
 

@@ -52,6 +52,10 @@ class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):  # type: ignore
         default="REPLACE",
     )
     scene_settings: BoolProperty(name="Scene Settings", default=True, description="Frame range, frame rate, resolution, active camera")  # type: ignore[valid-type]
+    hide_unseen: BoolProperty(  # type: ignore[valid-type]
+        name="Hide People Where Not Seen", default=True,
+        description="Hide each person in the viewport and in renders on the frames where it is not in the video",
+    )  # fmt: skip
 
     def settings(self) -> ImportSettings:
         ids = [p.strip() for p in self.people.split(",") if p.strip()]
@@ -59,6 +63,7 @@ class TROUPE_OT_import_bundle(bpy.types.Operator, ImportHelper):  # type: ignore
             people=ids or None, armature=self.armature, mesh=self.mesh, appearance_mesh=self.appearance_mesh,
             splats=self.splats, camera=self.camera, background=self.background, image_plane=self.image_plane,
             frame_offset=self.frame_offset, replace=self.replace == "REPLACE", scene_settings=self.scene_settings,
+            hide_unseen=self.hide_unseen,
         )  # fmt: skip
 
     def execute(self, context: Any) -> Result:

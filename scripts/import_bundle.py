@@ -55,6 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-splats", action="store_true", help="no Gaussian splats")
     p.add_argument("--plate", action=argparse.BooleanOptionalAction, default=None,
                    help="the video on a plate behind the people (default: on with --render)")  # fmt: skip
+    p.add_argument("--show-unseen", action="store_true",
+                   help="keep people visible on frames where they are not seen in the video "
+                        "(default: hidden there, in the viewport and in renders)")  # fmt: skip
     p.add_argument("--frame-offset", type=int, default=1, help="scene frame of bundle frame 0 (default 1)")
     p.add_argument("--add", action="store_true", help="keep an earlier import of the same bundle (--into)")
     p.add_argument("--export-fbx", metavar="DIR", help="export every person as DIR/<id>.fbx")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         people=[p.strip() for p in args.people.split(",")] if args.people else None,
         armature=not args.no_armature, mesh=not args.no_mesh, splats=not args.no_splats,
         image_plane=args.plate if args.plate is not None else bool(args.render),
-        frame_offset=args.frame_offset, replace=not args.add,
+        frame_offset=args.frame_offset, replace=not args.add, hide_unseen=not args.show_unseen,
     )  # fmt: skip
     t0 = time.perf_counter()
     try:

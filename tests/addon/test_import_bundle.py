@@ -194,7 +194,7 @@ def test_visibility_is_marked_not_dropped(fresh_scene, small_bundle):
         hidden = p.motion.visibility == 0
         assert hidden.any()
         assert all((t == "GENERATED") == bool(hid) for t, hid in zip(types, hidden))
-        assert len(curves) == 55 * 4 + 3 + 1
+        assert len(curves) == 55 * 4 + 3 + 1 + 2  # + hide_viewport, hide_render (test_import_visibility.py)
 
 
 def test_fractional_frame_rate_and_offset(fresh_scene, tmp_path):
