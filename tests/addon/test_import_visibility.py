@@ -52,6 +52,19 @@ def in_depsgraph(obj: bpy.types.Object) -> bool:
     return any(o.original == obj for o in depsgraph.objects)
 
 
+def test_visibility_changes_land_on_scene_frames():
+    """Keys go where a run of seen / unseen frames starts, at the bundle frame's scene frame
+    (here every 3rd source frame from scene frame 1)."""
+    frames = 1 + 3 * np.arange(7)
+    got = anim.visibility_changes(frames, np.array([0, 0, 1, 1, 0.3, 0, 0]))
+    assert got is not None
+    np.testing.assert_array_equal(got[0], [1, 7, 16])
+    np.testing.assert_array_equal(got[1], [1, 0, 1])  # 1 = hidden from there on
+    assert anim.visibility_changes(frames, np.full(7, 0.2)) is None  # seen throughout: nothing to key
+    never = anim.visibility_changes(frames, np.zeros(7))
+    assert never is not None and list(never[0]) == [1] and list(never[1]) == [1]
+
+
 def test_unseen_frames_hide_the_person_and_only_changes_are_keyed(fresh_scene, gap_bundle, tmp_path):
     result = importer.import_bundle(gap_bundle)
     scene = bpy.context.scene
