@@ -66,6 +66,9 @@ class AvatarConfig:
     # --- rendering
     backend: str = "auto"  # rasteriser: auto (gsplat on CUDA) | torch | gsplat
     antialiased: bool = False  # Mip-Splatting opacity compensation for the 0.3 px^2 dilation
+    # torch intra-op threads while fitting on the CPU (0 = leave torch's setting): a step is many small
+    # tensor operations, and a pool of threads that waits on a busy machine made the demo 6x slower
+    cpu_threads: int = 1
     near_plane: float = 0.01  # metres
     far_plane: float = 1000.0  # metres
     # --- outputs

@@ -752,6 +752,17 @@ def fit_avatars(
         device: torch device ("cuda" uses gsplat when ``config.backend`` is auto).
         progress: ``progress(fraction, message)``; may raise to cancel.
     """
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu" and config.cpu_threads > 0:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _fit(frames, labels, motion, config, device, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(frames: np.ndarray, labels: np.ndarray, motion: bundle.Bundle, config: AvatarConfig,
+         device: str | torch.device, progress: Callable[[float, str], None] | None) -> AvatarResult:  # fmt: skip
     cfg = config
     t0 = time.perf_counter()
     trainer = prepare(frames, labels, motion, cfg, device)
