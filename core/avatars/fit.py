@@ -372,9 +372,9 @@ class AvatarResult:
     history: list[dict[str, float]] = field(default_factory=list)
     avatars: Avatars | None = None  # the fitted model (for renders)
     data: _Data | None = None
-    # Held-out frames saved as images (``max_saved_heldout`` of them): frame -> (ground truth, render),
-    # [H,W,3] float in [0, 1], kept from the final evaluation.
-    heldout_images: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    # Held-out frames saved as images (``max_saved_heldout`` of them), kept from the final evaluation:
+    # frame -> ground truth | render, (H, 2W, 3) uint8 RGB.
+    heldout_images: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -675,14 +675,14 @@ def evaluate(avatars: Avatars, data: _Data, frames: list[int], sh_degree: int,
              keep: set[int] | frozenset[int] = frozenset()) -> dict[str, Any]:  # fmt: skip
     """Mean PSNR and SSIM inside the people's masks over ``frames`` (renders over the plate).
 
-    Frames are rendered ``EVAL_BATCH`` at a time and read back once per batch. The composites of
-    the frames in ``keep`` are returned too, under "images": {frame: (ground truth, render)} as
-    [H,W,3] float tensors in [0, 1] (the held-out renders the outputs save, not rendered twice)."""
+    Frames are rendered ``EVAL_BATCH`` at a time and read back once per batch. The frames in
+    ``keep`` are returned too, under "images": {frame: ground truth | render, (H, 2W, 3) uint8 RGB}
+    (the held-out images the outputs save, not rendered twice)."""
     if not frames:
         return {}
     psnrs: list[float] = []
     ssims: list[float] = []
-    images: dict[int, tuple[Tensor, Tensor]] = {}
+    images: dict[int, np.ndarray] = {}
     for s in range(0, len(frames), EVAL_BATCH):
         chunk = frames[s : s + EVAL_BATCH]
         pred, gt, mask = render_composite(avatars, data, torch.tensor(chunk, device=avatars.device), sh_degree)
@@ -695,7 +695,7 @@ def evaluate(avatars: Avatars, data: _Data, frames: list[int], sh_degree: int,
                 ssims.append(q)
         for i, t in enumerate(chunk):
             if t in keep:
-                images[t] = (gt[i], pred[i])
+                images[t] = (torch.cat([gt[i], pred[i]], 1) * 255).round().byte().cpu().numpy()
     out: dict[str, Any] = {}
     if psnrs:
         out = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "frames": len(psnrs)}

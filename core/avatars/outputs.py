@@ -54,10 +54,6 @@ def orbit_cameras(center: np.ndarray, world_to_cam: np.ndarray, views: int, radi
     return np.stack(out)
 
 
-def _to_bgr8(img: torch.Tensor) -> np.ndarray:
-    return cv2.cvtColor((img.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-
-
 @torch.no_grad()
 def render_orbit(
     avatars: Avatars, data: _Data, person: int, frame: int, views: int, sh_degree: int
@@ -114,9 +110,8 @@ def write_outputs(result: AvatarResult, out_dir: Path | str) -> Path:
         return out
     deg = result.bundle.people[0].splats.sh_degree if result.bundle.people[0].splats is not None else 0
     (out / "renders" / "heldout").mkdir(parents=True, exist_ok=True)
-    for t, (gt, pred) in sorted(result.heldout_images.items()):
-        img = np.concatenate([_to_bgr8(gt), _to_bgr8(pred)], 1)
-        cv2.imwrite(str(out / "renders" / "heldout" / f"{t:06d}.png"), img)
+    for t, img in sorted(result.heldout_images.items()):
+        cv2.imwrite(str(out / "renders" / "heldout" / f"{t:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     frames_all = result.train_frames + result.heldout_frames
     for i, person in enumerate(result.bundle.people):
         cfg_frame = result.config.orbit_frame
