@@ -1,6 +1,6 @@
 """The avatars stage on an existing job folder (after its motion stage): seconds per phase.
 
-    python benchmarks/avatars_stage.py JOB [--quality preview] [--threads N] [--set FIELD=VALUE ...]
+    python benchmarks/avatars_stage.py JOB [--quality preview] [--set FIELD=VALUE ...]
                                        [--device cpu] [--out DIR]
 
 Reads JOB's ingest/, people/ and motion/ as the stage does, fits the avatars and writes them into
@@ -36,13 +36,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", type=Path)
     p.add_argument("--quality", default="preview", choices=("preview", "standard", "high"))
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--out", type=Path, default=Path("out/avatars_stage"))
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = AvatarConfig.preset(args.quality).replace(**parse_overrides(args.set))
     clocks = [(time.perf_counter(), time.process_time())]
     motion = bundle.read_bundle(args.job / "motion")
@@ -57,7 +54,7 @@ def main() -> int:
     cpu = [b[1] - a[1] for a, b in zip(clocks, clocks[1:])]
     rep = {
         "job": str(args.job), "quality": args.quality, "overrides": parse_overrides(args.set),
-        "threads": torch.get_num_threads(), "device": args.device, "resolution": m["resolution"],
+        "threads": cfg.cpu_threads or torch.get_num_threads(), "device": args.device, "resolution": m["resolution"],
         "wall_seconds": {"load": round(wall[0], 2), **{k: round(v, 2) for k, v in m["seconds"].items()},
                          "outputs": round(wall[2], 2), "total": round(sum(wall), 2)},
         "cpu_seconds": {"load": round(cpu[0], 2), "fit": round(cpu[1], 2), "outputs": round(cpu[2], 2),

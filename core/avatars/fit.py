@@ -25,11 +25,12 @@ batched FK and one gather per Gaussian for skinning, and Adam is fused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -752,11 +753,18 @@ def fit_avatars(
         device: torch device ("cuda" uses gsplat when ``config.backend`` is auto).
         progress: ``progress(fraction, message)``; may raise to cancel.
     """
+    with cpu_threads(config, device):
+        return _fit(frames, labels, motion, config, device, progress)
+
+
+@contextlib.contextmanager
+def cpu_threads(config: AvatarConfig, device: str | torch.device) -> Iterator[None]:
+    """torch runs ``config.cpu_threads`` intra-op threads inside (on the CPU; restored after)."""
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu" and config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _fit(frames, labels, motion, config, device, progress)
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import bundle
-from .fit import AvatarResult, Avatars, _Data
+from .fit import AvatarResult, Avatars, _Data, cpu_threads
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -98,6 +98,12 @@ def best_frame(data: _Data, person: int, frames: list[int]) -> int:
 
 def write_outputs(result: AvatarResult, out_dir: Path | str) -> Path:
     """Write the bundle with splats, config, metrics and renders into ``out_dir``."""
+    device = result.avatars.device if result.avatars is not None else "cpu"
+    with cpu_threads(result.config, device):
+        return _write_outputs(result, Path(out_dir))
+
+
+def _write_outputs(result: AvatarResult, out_dir: Path) -> Path:
     out = Path(out_dir)
     bundle.write_bundle(out, result.bundle)
     (out / "config.json").write_text(json.dumps(result.config.to_json(), indent=2) + "\n")

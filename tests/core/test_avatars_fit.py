@@ -221,3 +221,17 @@ def test_stage_reads_the_job_folders_and_writes_avatars(scene, tmp_path: Path, m
     ctx.config = RunConfig(quality="preview", extra={"avatars": {"iteratons": 3}})
     with pytest.raises(JobError, match="iteratons"):
         run_stage(ctx)
+
+
+def test_cpu_fit_runs_on_its_own_thread_count_and_restores_it() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = AvatarConfig().replace(cpu_threads=1)
+        with F.cpu_threads(cfg, "cpu"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with F.cpu_threads(cfg.replace(cpu_threads=0), "cpu"):  # 0: torch's own setting
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
