@@ -49,24 +49,29 @@ class FitConfig:
     """Weights and iteration counts of the fit (``quality`` presets scale the iterations)."""
 
     iters_rigid: int = 40  # root-only iterations per yaw hypothesis
-    iters_pose: int = 600  # full-body iterations in the camera frame (depth converges slowly)
-    iters_world: int = 200  # iterations in the world frame with floor / contact / people terms
+    iters_limbs: int = 40  # limb-only iterations per starting pose (root held), 0 = start from relaxed limbs
+    iters_heading: int = 100  # full-body iterations of each turned copy when choosing start headings (0: rigid heading kept)
+    iters_pose: int = 300  # full-body iterations in the camera frame (depth converges slowly)
+    iters_world: int = 500  # iterations in the world frame with floor / contact / people terms
     lr: float = 0.04  # Adam learning rate (radians, metres, betas)
     kp_sigma: float = 0.3  # robust scale of keypoint residuals, as a fraction of the person's size in pixels
     w_kp: float = 1.0  # reprojection
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
-    w_pose: float = 2e-3  # L2 of the body pose
+    w_pose: float = 1e-2  # L2 of the body pose
     w_shape: float = 5e-3  # L2 of betas
     w_smooth: float = 3.0  # joint acceleration (m/frame^2)^2
     w_smooth_pose: float = 0.05  # pose velocity (rad/frame)^2
+    w_smooth_rot: float = 1.0  # angular acceleration of the root (squared Frobenius norm of its rotation's second difference)
     w_floor: float = 20.0  # lowest foot point to the floor (robust: jumps pay less)
     w_ground: float = 100.0  # points below the floor
     w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
     w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
     w_depth_order: float = 10.0  # who is in front where masks say so (m^2, mean over surface points)
     w_silhouette: float = 1.0  # body surface outside the person's (or an occluder's) mask (mean over points)
-    contact_height: float = 0.08  # a foot point this close to the floor (m) may be in contact
-    contact_speed: float = 0.03  # and moving slower than this (m/frame)
+    contact_height: float = 0.05  # a foot point this close to the person's lowest one (m) may be in contact
+    contact_speed: float = 0.4  # and moving slower than this (m/s, over a few frames)
+    w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
+    heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
     snap_to_floor: bool = True  # before the world stage, slide each person along the rays onto the shared floor
     optimizer: str = "lbfgs"  # lbfgs (20 inner iterations per outer step) | adam
@@ -80,7 +85,7 @@ class Observations:
     keypoints: [P, T, 17, 3] COCO-17 x, y (pixels), confidence.
     K: [T, 3, 3]; world_to_cam: [T, 4, 4] (identity for "camera frame").
     labels: optional [T, h, w] int person-index map (0 = background, p+1 = person p) at a
-        reduced resolution; ``label_scale`` = h / image height.
+        reduced resolution; ``label_scale`` = h / image height. fps: frames per second.
     """
 
     keypoints: np.ndarray
@@ -89,6 +94,7 @@ class Observations:
     image_size: tuple[int, int]
     labels: np.ndarray | None = None
     label_scale: float = 1.0
+    fps: float = 30.0  # frames per second (speeds in m/s)
 
     @property
     def num_people(self) -> int:
@@ -123,12 +129,16 @@ def relaxed_pose() -> np.ndarray:
     return pose.reshape(63)
 
 
+def yaw_rotation(yaw: float) -> np.ndarray:
+    """[3, 3] rotation by ``yaw`` about +y (a body's own vertical)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
 def facing_rotation(yaw: float) -> np.ndarray:
     """Body-to-camera rotation of an upright person facing the camera, turned by ``yaw`` about
     their own vertical axis (OpenCV camera: body +y up -> camera -y, body +z forward -> camera -z)."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    r_yaw = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    return np.diag([1.0, -1.0, -1.0]) @ r_yaw
+    return np.diag([1.0, -1.0, -1.0]) @ yaw_rotation(yaw)
 
 
 def person_scale(kps: np.ndarray, min_conf: float) -> np.ndarray:
@@ -316,31 +326,41 @@ class Fitter:
 
     # -- loss terms -------------------------------------------------------------------------
 
-    def keypoint_term(self, out: BodyOutput, subset: tuple[int, ...] | None = None) -> torch.Tensor:
-        """[P, T] confidence-weighted robust reprojection error (normalised by person size)."""
+    def keypoint_residuals(self, out: BodyOutput) -> torch.Tensor:
+        """[P, T, 17] confidence-weighted robust reprojection error of each keypoint (normalised
+        by person size), plus a penalty for points behind the camera."""
         uv, z = self.project(out.coco)
         res = ((uv - self.kp_xy) ** 2).sum(-1) / self.scale[..., None] ** 2
-        w = self.kp_w
-        if subset is not None:
-            mask = torch.zeros(17, device=self.device)
-            mask[list(subset)] = 1
-            w = w * mask
         behind = torch.relu(0.1 - z) ** 2 * 100  # keep points in front of the camera
-        return (w * gmof(res, self.cfg.kp_sigma)).sum(-1) + behind.sum(-1)
+        return self.kp_w * gmof(res, self.cfg.kp_sigma) + behind
+
+    def keypoint_term(self, out: BodyOutput, subset: tuple[int, ...] | None = None) -> torch.Tensor:
+        """[P, T] confidence-weighted robust reprojection error (normalised by person size)."""
+        res = self.keypoint_residuals(out)
+        if subset is not None:
+            res = res[..., list(subset)]
+        return res.sum(-1)
 
     def smooth_term(self, out: BodyOutput) -> torch.Tensor:
+        """[P] joint acceleration, pose velocity and the root's angular acceleration."""
+        c = self.cfg
         j = out.joints[:, :, :22]
-        acc = (second_difference(j) ** 2).sum((-1, -2)).sum(-1) if self.num_t > 2 else j.sum((1, 2, 3)) * 0
-        vel = (first_difference(self.body_pose) ** 2).sum(-1).sum(-1) if self.num_t > 1 else acc * 0
-        return self.cfg.w_smooth * acc + self.cfg.w_smooth_pose * vel  # [P]
+        zero = j.sum((1, 2, 3)) * 0
+        if self.num_t < 3:
+            vel = (first_difference(self.body_pose) ** 2).sum((-1, -2)) if self.num_t > 1 else zero
+            return c.w_smooth_pose * vel
+        acc = (second_difference(j) ** 2).sum((-1, -2, -3))
+        vel = (first_difference(self.body_pose) ** 2).sum((-1, -2))
+        rot = (second_difference(self.global_rot()) ** 2).sum((-1, -2, -3))
+        return c.w_smooth * acc + c.w_smooth_pose * vel + c.w_smooth_rot * rot
 
     def prior_term(self) -> torch.Tensor:
         c = self.cfg
-        per_frame = c.w_limits * self.priors.joint_limits(self.body_pose) + c.w_pose * self.priors.pose_l2(self.body_pose)
+        per_frame = c.w_limits * self.priors.joint_limits(self.body_pose) + c.w_pose * self.priors.comfort(self.body_pose)
         return per_frame.sum(-1) + c.w_shape * self.num_t * self.priors.shape_l2(self.betas)  # [P]
 
     def floor_terms(self, out: BodyOutput, contact: torch.Tensor | None) -> torch.Tensor:
-        """Floor (y = 0) terms in the world frame. ``contact`` [P, T, 6] weights of foot points."""
+        """[P] floor (y = 0) terms in the world frame. ``contact`` [P, T, 6] weights of foot points."""
         c = self.cfg
         feet_y = out.feet[..., 1]
         low = torch.min(feet_y, dim=-1).values
@@ -353,8 +373,15 @@ class Fitter:
             w = torch.minimum(contact[:, 1:], contact[:, :-1])
             slide = (w * (vel**2).sum(-1)).sum((-1, -2))
             lift = (contact * feet_y**2).sum((-1, -2))
-            total = total + c.w_contact * (slide + 0.1 * lift)
+            total = total + c.w_contact * (slide + lift)
         return total
+
+    def heading_term(self, cues: WorldCues) -> torch.Tensor:
+        """[P] a person travelling faces where they go (robust: a sidestep pays a bounded price)."""
+        fwd = self.global_rot()[..., :, 2] * torch.tensor([1.0, 0.0, 1.0], device=self.device)  # body +z, horizontal
+        fwd = fwd / torch.linalg.vector_norm(fwd, dim=-1, keepdim=True).clamp(min=1e-6)
+        off = 1.0 - (fwd * cues.travel).sum(-1)  # 0 when aligned, 2 when opposite
+        return self.cfg.w_heading * (cues.travel_weight * gmof(off, 0.3)).sum(-1)
 
     def people_term(self, out: BodyOutput) -> torch.Tensor:
         """Sphere-overlap penalty between every pair of people (same frame)."""
@@ -456,7 +483,7 @@ class Fitter:
         progress: Callable[[float], None] | None = None,
     ) -> dict[str, float]:
         """Optimise ``params`` for ``iters`` steps of Adam on the ``stage`` loss."""
-        contact = None
+        cues: WorldCues | None = None
         norm = float(max(self.num_p * self.num_t, 1))
         terms: dict[str, torch.Tensor] = {}
         if self.cfg.optimizer == "lbfgs":
@@ -469,14 +496,16 @@ class Fitter:
         evals = 0
         budget = max(outer * (25 if self.cfg.optimizer == "lbfgs" else 1), 1)  # LBFGS: <= 25 evaluations a step
         for it in range(outer):
-            if stage == "world" and (self.cfg.optimizer == "lbfgs" or it % 25 == 0):
+            if stage == "world" and it in (0, outer // 2):  # contacts from the fit so far, held while optimising
                 with torch.no_grad():
-                    contact = self.contact_weights(self.pose_bodies())
+                    cues = self.world_cues(self.pose_bodies(surface=False))
+                if it > 0 and self.cfg.optimizer == "lbfgs":  # a new objective: start the curvature history afresh
+                    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
 
-            def closure(contact: torch.Tensor | None = contact) -> torch.Tensor:
+            def closure(cues: WorldCues | None = cues, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
                 nonlocal terms, evals
                 opt.zero_grad(set_to_none=True)
-                terms = self.loss_terms(stage, self.pose_bodies(surface=stage == "world"), contact)
+                terms = self.loss_terms(stage, self.pose_bodies(surface=stage == "world"), cues)
                 loss = sum(terms.values()) / norm
                 loss.backward()
                 evals += 1
@@ -489,31 +518,61 @@ class Fitter:
             progress(1.0)
         return {k: float(v.detach().sum()) / norm for k, v in terms.items()}
 
-    def loss_terms(self, stage: str, out: BodyOutput, contact: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def loss_terms(self, stage: str, out: BodyOutput, cues: WorldCues | None) -> dict[str, torch.Tensor]:
         c = self.cfg
         if stage == "rigid":
             return {"keypoints": c.w_kp * self.keypoint_term(out, RIGID).sum()}
+        if stage == "rigid_smooth":
+            return {"keypoints": c.w_kp * self.keypoint_term(out, RIGID).sum(), "smooth": self.smooth_term(out).sum()}
+        if stage == "limbs":  # frames independent (no temporal terms): hypotheses are chosen per frame
+            return {"keypoints": c.w_kp * self.keypoint_term(out).sum(), "prior": self.prior_term().sum()}
         terms = {
             "keypoints": c.w_kp * self.keypoint_term(out).sum(),
             "prior": self.prior_term().sum(),
             "smooth": self.smooth_term(out).sum(),
         }
         if stage == "world":
-            terms["floor"] = self.floor_terms(out, contact).sum()
+            terms["floor"] = self.floor_terms(out, None if cues is None else cues.contact).sum()
+            if cues is not None:
+                terms["heading"] = self.heading_term(cues).sum()
             terms["people"] = self.people_term(out)
             terms["masks"] = self.mask_terms(out)
         return terms
 
-    def contact_weights(self, out: BodyOutput) -> torch.Tensor:
-        """[P, T, 6] soft contact of each foot point: near the floor and slow."""
+    def world_cues(self, out: BodyOutput) -> WorldCues:
+        """What the world stage holds fixed while it optimises, read from the current fit (world
+        frame, paths smoothed over a few frames so the fit's frame-to-frame noise does not read
+        as motion):
+
+        - contact [P, T, 6]: soft contact of each foot point: near the person's lowest foot point,
+          near the floor, and slow;
+        - travel [P, T, 3]: the horizontal direction the pelvis travels in, and travel_weight
+          [P, T] in [0, 1]: 0 below ``heading_speed`` / 2, 1 above ``heading_speed`` (m/s)."""
         c = self.cfg
-        y = out.feet[..., 1]
-        speed = torch.zeros_like(y)
-        if self.num_t > 1:
-            v = (first_difference(out.feet)[..., [0, 2]] ** 2).sum(-1).sqrt()
-            speed[:, 1:] = v
-            speed[:, :-1] = torch.minimum(speed[:, :-1], v) if self.num_t > 1 else speed[:, :-1]
-        return torch.exp(-((y / c.contact_height) ** 2)) * torch.exp(-((speed / c.contact_speed) ** 2))
+        fps = self.obs.fps
+        feet = out.feet.detach()  # [P,T,6,3]
+        if self.num_t < 3:
+            zero = torch.zeros(self.num_p, self.num_t, device=self.device)
+            return WorldCues(torch.zeros(feet.shape[:3], device=self.device), torch.zeros(*zero.shape, 3, device=self.device), zero)
+        horizontal = torch.tensor([1.0, 0.0, 1.0], device=self.device)
+        speed = torch.linalg.vector_norm(time_slope(feet, 1.5) * horizontal, dim=-1) * fps  # [P,T,6]
+        y = feet[..., 1]
+        above_lowest = y - y.min(-1, keepdim=True).values
+        near = torch.exp(-((above_lowest / c.contact_height) ** 2)) * torch.sigmoid((2 * c.contact_height - y) / 0.02)
+        contact = near * torch.exp(-((speed / c.contact_speed) ** 2))
+        v = time_slope(out.joints[:, :, 0].detach(), 4.0) * horizontal * fps  # [P,T,3] pelvis velocity
+        vn = torch.linalg.vector_norm(v, dim=-1)
+        travel = v / vn[..., None].clamp(min=1e-6)
+        weight = ((vn - 0.5 * c.heading_speed) / (0.5 * c.heading_speed)).clamp(0.0, 1.0)
+        return WorldCues(contact, travel, weight)
+
+    def frame_costs(self) -> np.ndarray:
+        """[P, T] keypoint and pose-prior cost of each person and frame (no gradients)."""
+        c = self.cfg
+        with torch.no_grad():
+            kp = self.keypoint_term(self.pose_bodies(surface=False))
+            prior = c.w_limits * self.priors.joint_limits(self.body_pose) + c.w_pose * self.priors.comfort(self.body_pose)
+            return (c.w_kp * kp + prior).cpu().numpy()
 
     def per_frame_keypoint_error(self) -> np.ndarray:
         """[P, T] normalised keypoint loss of the current state (no gradients)."""
@@ -529,6 +588,34 @@ class Fitter:
                 transl=self.transl.detach().cpu().numpy().astype(np.float64),
                 world_to_cam=self.w2c.detach().cpu().numpy().astype(np.float64),
             )
+
+
+@dataclass
+class WorldCues:
+    """Held fixed during an optimisation run of the world stage (``Fitter.world_cues``)."""
+
+    contact: torch.Tensor  # [P, T, 6] soft contact of the foot points (body.FOOT_VERTICES)
+    travel: torch.Tensor  # [P, T, 3] unit horizontal direction of travel of the pelvis
+    travel_weight: torch.Tensor  # [P, T] how much the direction of travel counts (0 when standing)
+
+
+def time_slope(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Rate of change per frame of [P, T, ...] along T: a local straight-line fit with Gaussian
+    weights (``sigma`` frames), one-sided at the ends (so a steady motion keeps its speed there)."""
+    num_t = x.shape[1]
+    r = min(int(math.ceil(2.5 * sigma)), num_t - 1)
+    sums = [torch.zeros_like(x) for _ in range(5)]  # S0, S1, S2, Sx, Skx
+    idx = torch.arange(num_t, device=x.device)
+    shape = (1, num_t) + (1,) * (x.dim() - 2)
+    for k in range(-r, r + 1):
+        src = (idx + k).clamp(0, num_t - 1)
+        valid = ((idx + k >= 0) & (idx + k < num_t)).to(x.dtype).reshape(shape)
+        w = math.exp(-0.5 * (k / sigma) ** 2) * valid
+        xk = x[:, src]
+        for i, term in enumerate((w, w * k, w * k * k, w * xk, w * k * xk)):
+            sums[i] = sums[i] + term
+    s0, s1, s2, sx, skx = sums
+    return (s0 * skx - s1 * sx) / (s0 * s2 - s1 * s1).clamp(min=1e-9)
 
 
 def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

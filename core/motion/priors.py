@@ -37,33 +37,59 @@ _LIMITS: dict[str, tuple[tuple[float, float], ...]] = {
 }
 
 
-def joint_limit_table() -> np.ndarray:
-    """[22, 3, 2] (lo, hi) per joint and axis for pelvis + 21 body joints (pelvis unlimited)."""
+# (joint name) -> the range each axis usually stays in (radians), left side and centre: where
+# people spend most of their time when they stand, walk, run, dance or sit. Inside it a joint pays
+# nothing; outside it pays a small quadratic penalty (``w_pose``), so a monocular fit that may
+# explain a leg by a bent knee toward the camera or by a straight leg swung inwards takes the
+# usual one. Joints that COCO-17 keypoints do not pin down (toes, ankle twist, collars, wrists)
+# get narrow ranges around the rest pose and a higher weight (``_COMFORT_WEIGHT``).
+_COMFORT: dict[str, tuple[tuple[float, float], ...]] = {
+    "left_hip": ((-1.3, 0.35), (-0.15, 0.15), (-0.12, 0.45)),  # mostly flexion; little adduction (z < 0)
+    "spine1": ((-0.15, 0.35), (-0.05, 0.05), (-0.12, 0.12)),
+    "left_knee": ((0.0, 1.9), (-0.05, 0.05), (-0.05, 0.05)),
+    "spine2": ((-0.1, 0.3), (-0.05, 0.05), (-0.1, 0.1)),
+    "left_ankle": ((-0.35, 0.45), (-0.1, 0.1), (-0.15, 0.15)),
+    "spine3": ((-0.1, 0.3), (-0.05, 0.05), (-0.1, 0.1)),
+    "left_foot": ((-0.05, 0.05), (-0.05, 0.05), (-0.05, 0.05)),
+    "neck": ((-0.25, 0.45), (-0.5, 0.5), (-0.25, 0.25)),
+    "left_collar": ((-0.1, 0.1), (-0.15, 0.15), (-0.15, 0.25)),
+    "head": ((-0.35, 0.45), (-0.6, 0.6), (-0.25, 0.25)),
+    "left_shoulder": ((-0.9, 0.9), (-1.5, 0.6), (-1.5, 0.5)),  # arm down (z -1.2) to about horizontal
+    "left_elbow": ((-0.3, 0.3), (-2.3, 0.0), (-0.1, 0.1)),
+    "left_wrist": ((-0.3, 0.3), (-0.3, 0.3), (-0.3, 0.3)),
+}
+_COMFORT_WEIGHT = {"left_foot": 20.0, "left_ankle": 3.0, "left_collar": 10.0, "left_wrist": 5.0, "spine1": 20.0, "spine2": 20.0, "spine3": 20.0}
+
+
+def _mirrored_table(spec: dict[str, tuple[tuple[float, float], ...]], root: float) -> np.ndarray:
+    """[22, 3, 2] (lo, hi) per joint and axis for pelvis + 21 body joints from a left-and-centre
+    ``spec``; the pelvis gets (-root, root)."""
     table = np.zeros((22, 3, 2))
-    table[0, :, 0], table[0, :, 1] = -np.inf, np.inf
+    table[0, :, 0], table[0, :, 1] = -root, root
     for j, name in enumerate(bundle.JOINT_NAMES[1:22], start=1):
-        if name in _LIMITS:
-            table[j] = _LIMITS[name]
+        if name in spec:
+            table[j] = spec[name]
         else:
-            left = _LIMITS[name.replace("right_", "left_")]
+            left = spec[name.replace("right_", "left_")]
             table[j, 0] = left[0]
             table[j, 1] = (-left[1][1], -left[1][0])
             table[j, 2] = (-left[2][1], -left[2][0])
     return table
 
 
-# Relative weight of the L2 pull toward the rest pose, per body joint: joints that COCO-17
-# keypoints do not pin down (feet, ankles' twist, collars, wrists, spine) are held harder.
-_REST_PULL = {"left_foot": 50.0, "left_ankle": 5.0, "left_collar": 20.0, "left_wrist": 10.0,
-              "spine1": 5.0, "spine2": 5.0, "spine3": 5.0, "neck": 5.0, "head": 5.0}  # fmt: skip
+def joint_limit_table() -> np.ndarray:
+    """[22, 3, 2] (lo, hi) per joint and axis for pelvis + 21 body joints (pelvis unlimited)."""
+    return _mirrored_table(_LIMITS, np.inf)
 
 
-def rest_pull_weights() -> np.ndarray:
-    """[21] weight of each body joint in ``Priors.pose_l2`` (1 = the default)."""
-    w = np.ones(21)
-    for j, name in enumerate(bundle.JOINT_NAMES[1:22]):
-        w[j] = _REST_PULL.get(name.replace("right_", "left_"), 1.0)
-    return w
+def comfort_table() -> np.ndarray:
+    """[22, 3, 2] the usual range of each joint and axis (``_COMFORT``; pelvis unlimited)."""
+    return _mirrored_table(_COMFORT, np.inf)
+
+
+def comfort_weights() -> np.ndarray:
+    """[21] weight of each body joint in ``Priors.comfort`` (1 = the default)."""
+    return np.array([_COMFORT_WEIGHT.get(n.replace("right_", "left_"), 1.0) for n in bundle.JOINT_NAMES[1:22]])
 
 
 class Priors(torch.nn.Module):
@@ -71,21 +97,36 @@ class Priors(torch.nn.Module):
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        t = torch.as_tensor(joint_limit_table()[1:], dtype=torch.float32, device=device)  # [21,3,2]
+        f32 = dict(dtype=torch.float32, device=device)
+        t = torch.as_tensor(joint_limit_table()[1:], **f32)  # [21,3,2]
         self.register_buffer("lo", t[..., 0])
         self.register_buffer("hi", t[..., 1])
-        self.register_buffer("pull", torch.as_tensor(rest_pull_weights(), dtype=torch.float32, device=device)[:, None])
+        c = torch.as_tensor(comfort_table()[1:], **f32)
+        self.register_buffer("comfort_lo", c[..., 0])
+        self.register_buffer("comfort_hi", c[..., 1])
+        self.register_buffer("comfort_w", torch.as_tensor(comfort_weights(), **f32))
+
+    @staticmethod
+    def _excess(body_pose: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        p = body_pose.reshape(*body_pose.shape[:-1], 21, 3)
+        over = torch.relu(p - hi) + torch.relu(lo - p)
+        return (over**2).sum(-1)
+
+    def joint_limit_terms(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """[..., 63] body pose -> [..., 21] squared excess over the limits, per joint."""
+        return self._excess(body_pose, self.lo, self.hi)
 
     def joint_limits(self, body_pose: torch.Tensor) -> torch.Tensor:
         """[..., 63] body pose -> [...] squared excess over the limits."""
-        p = body_pose.reshape(*body_pose.shape[:-1], 21, 3)
-        over = torch.relu(p - self.hi) + torch.relu(self.lo - p)
-        return (over**2).sum(dim=(-1, -2))
+        return self.joint_limit_terms(body_pose).sum(-1)
 
-    def pose_l2(self, body_pose: torch.Tensor) -> torch.Tensor:
-        """[..., 63] -> [...] weighted squared distance to the rest pose (``rest_pull_weights``)."""
-        p = body_pose.reshape(*body_pose.shape[:-1], 21, 3)
-        return (self.pull * p**2).sum((-1, -2))
+    def comfort_terms(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """[..., 63] -> [..., 21] weighted squared excess over the usual ranges, per joint."""
+        return self.comfort_w * self._excess(body_pose, self.comfort_lo, self.comfort_hi)
+
+    def comfort(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """[..., 63] -> [...] weighted squared excess over the usual ranges (``comfort_table``)."""
+        return self.comfort_terms(body_pose).sum(-1)
 
     @staticmethod
     def shape_l2(betas: torch.Tensor) -> torch.Tensor:

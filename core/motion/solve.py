@@ -25,11 +25,12 @@ from .fit import (
     rigid_transform_bodies,
     rotation_angle,
     viterbi,
+    yaw_rotation,
 )
 
 log = logging.getLogger("troupe.motion")
 
-YAWS = (0.0, 0.5 * np.pi, np.pi, 1.5 * np.pi)
+YAWS = tuple(np.arange(8) * np.pi / 4)  # starting headings of the rigid start (0 = facing the camera)
 # How hard the floor normal is held to the people's mean up direction (m^2, against the spread of the
 # foot points): a few people on a few metres of floor do not pin a plane's tilt on their own.
 UP_PULL = 0.3
@@ -204,13 +205,162 @@ def rigid_start(
         states = viterbi(cost, switch)
         out_rot[p] = rot[states, p, np.arange(num_t)]
         out_tr[p] = drop_depth_outliers(tr[states, p, np.arange(num_t)])
-    return FitState(
+    state = FitState(
         betas=np.zeros((num_p, num_betas)),
         global_rot=out_rot,
         body_pose=np.broadcast_to(relaxed_pose(), (num_p, num_t, 63)).copy(),
         transl=out_tr,
         world_to_cam=obs.world_to_cam,
     )
+    if num_t < 3:
+        return state
+    # the chosen roots again, over time: turning and moving smoothly averages the per-frame noise
+    fitter = Fitter(body, replace(obs, labels=None), cfg, state)
+    fitter.run("rigid_smooth", cfg.iters_rigid, [fitter.d_rot, fitter.transl])
+    return fitter.state()
+
+
+# Limbs whose depth a monocular view leaves two-fold (a knee toward or away from the camera):
+# the body joints that move them (SMPL-X joint indices) and the COCO-17 keypoints they carry.
+# (joints that move the limb, joints at its knee/elbow and ankle/wrist, COCO-17 keypoints there)
+LIMBS: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
+    ((1, 4), (4, 7), (13, 15)),  # left leg: hip, knee
+    ((2, 5), (5, 8), (14, 16)),  # right leg
+    ((16, 18), (18, 20), (7, 9)),  # left arm: shoulder, elbow
+    ((17, 19), (19, 21), (8, 10)),  # right arm
+)
+NOISE_FRAC = 0.02  # keypoint noise as a share of the person's size: the unit of the limb costs below
+LIMB_STEP = 0.08  # m a limb's joints may move between frames (relative to the pelvis) for free
+LIMB_JUMP = 0.05  # m beyond that which costs as much as one keypoint off by NOISE_FRAC
+
+
+def limb_patterns() -> np.ndarray:
+    """[H, 63] body poses to start the limbs from: legs straight / thigh forward and knee bent /
+    thigh back / high knee; arms down / forward with the elbow bent / back / out. Each hypothesis
+    starts both sides the same way (mirrored); every limb then picks its own."""
+    from scipy.spatial.transform import Rotation as R
+
+    def rv(axis: str, a: float) -> R:
+        return R.from_euler(axis, a)
+
+    legs = [(rv("x", 0.0), 0.15), (rv("x", -0.7), 1.0), (rv("x", 0.35), 0.6), (rv("x", -1.5), 1.8)]
+    down = rv("z", -1.2)
+    arms = [(down, 0.2), (rv("x", -0.9) * down, 1.3), (rv("x", 0.6) * down, 0.5), (rv("z", 0.3), 1.3)]
+    out = np.zeros((len(legs), 21, 3))
+    mirror = np.array([1.0, -1.0, -1.0])  # left -> right: x stays, y and z change sign
+    for h, ((hip, knee), (shoulder, elbow)) in enumerate(zip(legs, arms)):
+        for joint, vec in ((1, hip.as_rotvec()), (4, [knee, 0, 0]), (16, shoulder.as_rotvec()), (18, [0, -elbow, 0])):
+            out[h, joint - 1] = vec
+            out[h, joint] = np.asarray(vec) * mirror  # the right joint follows its left one in SMPL-X order
+    return out.reshape(len(legs), 63)
+
+
+def limb_start(
+    body: SparseBody,
+    obs: Observations,
+    cfg: FitConfig,
+    state: FitState,
+    progress: Callable[[float], None] | None = None,
+) -> FitState:
+    """Body pose per person and frame: every limb from several starting poses with the root held
+    (so limbs are independent), each limb's start chosen per frame by its keypoint fit, joint limits
+    and continuity (a Viterbi pass: a knee does not jump from in front of the hip to behind it)."""
+    num_p, num_t = obs.num_people, obs.num_frames
+    patterns = limb_patterns()
+    num_h = len(patterns)
+    hyp_obs = replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None)
+    init = FitState(
+        betas=np.tile(state.betas, (num_h, 1)),
+        global_rot=np.tile(state.global_rot, (num_h, 1, 1, 1)),
+        body_pose=np.broadcast_to(patterns[:, None, None], (num_h, num_p, num_t, 63)).reshape(num_h * num_p, num_t, 63).copy(),
+        transl=np.tile(state.transl, (num_h, 1, 1)),
+        world_to_cam=obs.world_to_cam,
+    )
+    fitter = Fitter(body, hyp_obs, cfg, init)
+    mask = torch.zeros(21, 3, device=fitter.device)
+    mask[[j - 1 for moving, _, _ in LIMBS for j in moving]] = 1.0
+    fitter.body_pose.register_hook(lambda g: g * mask.reshape(63))
+    fitter.run("limbs", cfg.iters_limbs, [fitter.body_pose], progress)
+    with torch.no_grad():
+        out = fitter.pose_bodies(surface=False)
+        kp = fitter.keypoint_residuals(out).cpu().numpy().reshape(num_h, num_p, num_t, 17)
+        pose = fitter.body_pose
+        lim = fitter.cfg.w_limits * fitter.priors.joint_limit_terms(pose)
+        lim = (lim + fitter.cfg.w_pose * fitter.priors.comfort_terms(pose)).cpu().numpy().reshape(num_h, num_p, num_t, 21)
+        joints = out.joints.cpu().numpy().reshape(num_h, num_p, num_t, 55, 3)
+    rel = joints - joints[..., :1, :]  # relative to the pelvis
+    body_pose = state.body_pose.copy().reshape(num_p, num_t, 21, 3)
+    chosen = fitter.body_pose.detach().cpu().numpy().reshape(num_h, num_p, num_t, 21, 3)
+    for moving, ends, kp_ids in LIMBS:
+        cost = (kp[..., list(kp_ids)].sum(-1) + lim[..., [j - 1 for j in moving]].sum(-1)) / NOISE_FRAC**2  # [H,P,T]
+        pts = rel[..., list(ends), :]  # [H,P,T,2,3]
+        for p in range(num_p):
+            if num_t > 1:
+                a = pts[:, p, :-1].transpose(1, 0, 2, 3)[:, :, None]  # [T-1,H,1,2,3]
+                b = pts[:, p, 1:].transpose(1, 0, 2, 3)[:, None]  # [T-1,1,H,2,3]
+                move = np.linalg.norm(a - b, axis=-1).mean(-1)  # [T-1,H,H]
+                switch = (np.maximum(move - LIMB_STEP, 0.0) / LIMB_JUMP) ** 2
+            else:
+                switch = np.zeros((0, num_h, num_h))
+            states = viterbi(cost[:, p].T, switch)
+            for j in moving:
+                body_pose[p, :, j - 1] = chosen[states, p, np.arange(num_t), j - 1]
+    return replace(state, body_pose=body_pose.reshape(num_p, num_t, 63))
+
+
+HEADING_OFFSETS = (-0.7, -0.35, 0.35, 0.7)  # radians: turns about the body's own vertical tried by start_poses
+HEADING_CHUNK = 15  # frames that take one heading together
+
+
+def start_poses(
+    body: SparseBody,
+    obs: Observations,
+    cfg: FitConfig,
+    state: FitState,
+    progress: Callable[[float], None] | None = None,
+) -> FitState:
+    """Heading and limbs to start the full fit from. The rigid start's heading is only as good as
+    the torso and face keypoints say (a three-quarter view leaves it tens of degrees open, and the
+    legs then settle in the wrong depth branch to match). So the rigid roots and copies turned
+    about each body's own vertical by ``HEADING_OFFSETS`` each get their limbs started
+    (``limb_start``) and a short full-body refinement; then every stretch of ``HEADING_CHUNK``
+    frames of every person keeps the copy whose keypoint and pose-prior cost is lowest there."""
+    num_p, num_t = obs.num_people, obs.num_frames
+    turns = [0.0, *HEADING_OFFSETS]
+    num_h = len(turns)
+    hyp_obs = replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None)
+    tiled = FitState(
+        betas=np.tile(state.betas, (num_h, 1)),
+        global_rot=np.concatenate([state.global_rot @ yaw_rotation(a) for a in turns]),
+        body_pose=np.tile(state.body_pose, (num_h, 1, 1)),
+        transl=np.tile(state.transl, (num_h, 1, 1)),
+        world_to_cam=obs.world_to_cam,
+    )
+
+    def part(a: float, b: float) -> Callable[[float], None] | None:
+        return None if progress is None else (lambda f: progress(a + (b - a) * f))
+
+    tiled = limb_start(body, hyp_obs, cfg, tiled, part(0.0, 0.4))
+    if cfg.iters_heading > 0:
+        fitter = Fitter(body, hyp_obs, cfg, tiled)
+        fitter.run("pose", cfg.iters_heading, [fitter.d_rot, fitter.body_pose, fitter.transl], part(0.4, 1.0))
+        tiled = fitter.state()
+        cost = fitter.frame_costs().reshape(num_h, num_p, num_t)
+    else:
+        cost = np.zeros((num_h, num_p, num_t))
+        cost[1:] = np.inf
+    pick = lambda x: x.reshape(num_h, num_p, *x.shape[1:])  # noqa: E731
+    rot, pose, tr = pick(tiled.global_rot), pick(tiled.body_pose), pick(tiled.transl)
+    out = replace(state, global_rot=rot[0].copy(), body_pose=pose[0].copy(), transl=tr[0].copy())
+    for p in range(num_p):
+        for t0 in range(0, num_t, HEADING_CHUNK):
+            sl = slice(t0, min(num_t, t0 + HEADING_CHUNK))
+            c = cost[:, p, sl].sum(-1)
+            best = int(np.argmin(c))
+            if best > 0 and c[best] < 0.98 * c[0]:
+                out.global_rot[p, sl], out.body_pose[p, sl], out.transl[p, sl] = rot[best, p, sl], pose[best, p, sl], tr[best, p, sl]
+                log.debug("start: person %d, frames %d-%d turned by %.0f deg", p, sl.start, sl.stop - 1, np.degrees(turns[best]))
+    return out
 
 
 def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig) -> np.ndarray:
@@ -370,18 +520,20 @@ def fit_motion(
     else:
         cam_obs = replace(obs, world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))
         if init is None or not init_root:
-            state = rigid_start(body, cam_obs, cfg, nb, lambda f: report(0.15 * f, "placing people (rigid start)"))
+            state = rigid_start(body, cam_obs, cfg, nb, lambda f: report(0.1 * f, "placing people (rigid start)"))
             if init is not None:
                 state = replace(state, body_pose=init.body_pose.copy(), betas=init.betas.copy())
+            elif cfg.iters_limbs > 0:
+                state = start_poses(body, cam_obs, cfg, state, lambda f: report(0.1 + 0.1 * f, "trying headings and limbs"))
         else:
             state = replace(init, world_to_cam=cam_obs.world_to_cam)
-        report(0.15, "fitting poses in the camera frame")
+        report(0.2, "fitting poses in the camera frame")
         fitter = Fitter(body, replace(cam_obs, labels=None), cfg, state)
         fitter.run(
             "pose",
             cfg.iters_pose,
             [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl],
-            lambda f: report(0.15 + 0.45 * f, "fitting poses in the camera frame"),
+            lambda f: report(0.2 + 0.4 * f, "fitting poses in the camera frame"),
         )
         state = fitter.state()
         rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)

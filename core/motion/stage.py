@@ -56,7 +56,7 @@ def fit_config(config: RunConfig) -> tuple[FitConfig, dict[str, Any]]:
             f"config extra['motion'] has unknown settings {unknown}; expected FitConfig fields "
             f"({', '.join(sorted(fields))}) or {', '.join(STAGE_KEYS)}"
         )
-    iters = {k: max(1, round(getattr(base, k) * mult)) for k in ("iters_rigid", "iters_pose", "iters_world")}
+    iters = {k: max(1, round(getattr(base, k) * mult)) for k in ("iters_rigid", "iters_limbs", "iters_heading", "iters_pose", "iters_world")}
     cfg = dataclasses.replace(base, **{**iters, **over})
     return cfg, stage
 
@@ -156,6 +156,7 @@ def run_stage(ctx: StageContext) -> None:
         image_size=inputs.image_size,
         labels=inputs.labels,
         label_scale=inputs.label_scale,
+        fps=inputs.fps,
     )
     result = fit_motion(
         model,
