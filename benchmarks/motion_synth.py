@@ -1,7 +1,7 @@
 """Accuracy of the motion stage on synthetic scenes with exact ground truth.
 
     .venv/core/bin/python benchmarks/motion_synth.py [--people 1 2 4] [--cameras static orbit]
-        [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu] [--json OUT]
+        [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu] [--json OUT] [--save DIR]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
 people occluding each other), its ground-truth 2D keypoints are degraded like a detector's
@@ -62,6 +62,8 @@ def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     pred = make_bundle(inp, res.state, K, model, video=None, extra={})
     ev = evaluate(pred, bd.read_bundle(folder / "bundle"))
+    if args.save:
+        bd.write_bundle(Path(args.save) / folder.name, pred)
     return {
         "camera": camera,
         "camera_solved": cam.kind,
@@ -107,6 +109,7 @@ def main() -> int:
     p.add_argument("--work", default=str(ROOT / ".cache" / "bench_motion"), help="where the scenes are rendered")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="FitConfig overrides, e.g. w_smooth=2")
     p.add_argument("--json", default=None)
+    p.add_argument("--save", default=None, help="write each fitted bundle to SAVE/<scene> (for analysis)")
     args = p.parse_args()
 
     from core.body.model import BodyModel
