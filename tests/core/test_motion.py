@@ -20,7 +20,7 @@ from core.pipeline import JobDir, JobError, RunConfig, StageContext
 
 SCENE = {"people": 2, "frames": 24, "size": (480, 270), "seed": 5}
 # Fast settings for CPU tests (the defaults are the benchmark's).
-TEST_FIT = {"iters_rigid": 20, "iters_pose": 400, "iters_world": 60}
+TEST_FIT = {"iters_rigid": 20, "iters_limbs": 20, "iters_heading": 40, "iters_pose": 300, "iters_world": 60}
 
 
 @pytest.fixture(scope="module")
