@@ -3,7 +3,7 @@
     python benchmarks/motion_gpu.py --model .cache/standin/SMPLX_NEUTRAL.npz [--frames 300]
         [--people 2] [--devices cuda cpu] [--json OUT]
 
-Needs numpy, torch and smplx only (no OpenCV, SciPy or rendering): the scene is made here by
+Needs numpy, torch, smplx and SciPy only (no OpenCV or rendering): the scene is made here by
 posing the body model along smooth walking paths on a floor, seen by a static camera, and
 projecting its COCO-17 keypoints with 3 px noise and 10 % of them dropped. Prints, per device,
 the wall time of each stage of ``core.motion.solve.fit_motion`` and the accuracy against the
@@ -91,12 +91,8 @@ def run(device: str, model_path: str, scene, iters_scale: float) -> dict:  # typ
     joints_gt, kps, K, w2c, size = scene
     model = BodyModel(model_path, device=device)
     base = FitConfig(device=device)
-    cfg = FitConfig(
-        device=device,
-        iters_rigid=max(1, round(base.iters_rigid * iters_scale)),
-        iters_pose=max(1, round(base.iters_pose * iters_scale)),
-        iters_world=max(1, round(base.iters_world * iters_scale)),
-    )
+    iter_fields = ("iters_rigid", "iters_limbs", "iters_heading", "iters_pose", "iters_world")
+    cfg = FitConfig(device=device, **{k: max(1, round(getattr(base, k) * iters_scale)) for k in iter_fields})
     num_t = kps.shape[1]
     obs = Observations(kps, K, np.tile(np.eye(4), (num_t, 1, 1)), size)
     marks: list[tuple[str, float]] = []
