@@ -47,10 +47,19 @@ def read_video(path: Path) -> list[np.ndarray]:
     return frames
 
 
+def setting(default: object, text: str) -> object:
+    """A --set value in the type of the field's default (bool("False") would be True)."""
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"--set: expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return type(default)(text)
+
+
 def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
     inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=args.seed)
     num_t = inp.num_frames
-    over = {k: type(getattr(FitConfig, k))(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    over = {k: setting(getattr(FitConfig, k), v) for k, v in (kv.split("=", 1) for kv in args.set)}
     cfg = FitConfig(device=args.device, **over)
     t0 = time.perf_counter()
     focal = choose_focal(model, inp, cfg) if args.search_fov else inp.focal_px
