@@ -88,7 +88,7 @@ def main() -> int:
         print(f"| {clip} | {r['frames']} | {r['people']} | {r['camera']} | {r['focal_px']:.0f} ({r['focal_source']}) | "
               f"{r['reprojection_px']:.1f} | {100 * r['reprojection_rel']:.1f} % | {floor:.3f} |", flush=True)  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=float) + "\n")
     return 0
 
 
