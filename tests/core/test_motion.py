@@ -353,7 +353,7 @@ def test_cuda_fit_matches_cpu(model, scene, standin_model_dir):
     gpu_out = SparseBody(gpu_model, device="cuda")(*(a.cuda() for a in args))
     assert torch.allclose(cpu_out.joints, gpu_out.joints.cpu(), atol=1e-5)
     assert torch.allclose(cpu_out.surface, gpu_out.surface.cpu(), atol=1e-5)
-    short = {"iters_rigid": 20, "iters_pose": 60, "iters_world": 20}
+    short = {"iters_rigid": 20, "iters_limbs": 20, "iters_heading": 40, "iters_pose": 60, "iters_world": 20}
     cpu_b, _ = fit_scene(model, scene, fit.FitConfig(**short, device="cpu"))
     gpu_b, _ = fit_scene(gpu_model, scene, fit.FitConfig(**short, device="cuda"))
     for a, b in zip(cpu_b.people, gpu_b.people):
