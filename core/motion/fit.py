@@ -432,6 +432,9 @@ class Fitter:
         gx = (uv[..., 0] * s + 0.5) / w * 2 - 1
         gy = (uv[..., 1] * s + 0.5) / h * 2 - 1
         g = torch.stack([gx, gy], -1).reshape(-1, uv.shape[2], 1, 2)
+        # beyond +-1 the border value is read anyway; huge or NaN positions (a body behind or at the
+        # camera of a broken camera path) crashed grid_sample's CPU backward (SIGSEGV, torch 2.13)
+        g = torch.nan_to_num(g, nan=0.0, posinf=2.0, neginf=-2.0).clamp(-2.0, 2.0)
         out = torch.nn.functional.grid_sample(
             grid.reshape(-1, 1, h, w), g, mode="bilinear", padding_mode="border", align_corners=False
         )
