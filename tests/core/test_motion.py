@@ -142,6 +142,20 @@ def test_path_scale_recovers_the_metric_scale():
     assert s == pytest.approx(4.0, rel=1e-3)
 
 
+def test_mask_sampling_survives_points_far_off_the_image():
+    # a broken camera path can put bodies at the camera: huge or NaN pixel positions must read the
+    # border, not crash the process (grid_sample's CPU backward segfaulted on them)
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(obs=SimpleNamespace(label_scale=0.25))
+    grid = torch.arange(12.0).reshape(1, 1, 3, 4)
+    uv = torch.tensor([[[[1e12, 0.0], [float("nan"), 1.0], [-1e30, -1e30], [6.0, 6.0]]]], requires_grad=True)
+    out = fit.Fitter._sample(fake, grid, uv)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(uv.grad).all()
+    assert out[0, 0, 0] == 3.0 and out[0, 0, 2] == 0.0  # right border of the top row; top-left corner
+
+
 def test_interpolated_camera_poses_hold_the_keyframes():
     from scipy.spatial.transform import Rotation
 
