@@ -2,6 +2,7 @@
 
     .venv/core/bin/python benchmarks/motion_synth.py [--people 1 2 4] [--cameras static orbit]
         [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu] [--json OUT] [--save DIR]
+        [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
 people occluding each other), its ground-truth 2D keypoints are degraded like a detector's
@@ -9,13 +10,15 @@ people occluding each other), its ground-truth 2D keypoints are degraded like a 
 already missing), the motion stage fits it -- the orbiting camera's path solved by COLMAP from
 the rendered background, scaled by the people -- and ``core eval`` compares the result with the
 ground truth. Prints a markdown table (the README's) and writes every number with --json.
-Intrinsics are the scene's (as metadata would give them) unless --search-fov.
+Intrinsics are the scene's (as metadata would give them) unless --search-fov (then a line under
+each row gives the FOV found against the truth).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from core import bundle as bd  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
-from core.motion.camera import choose_focal, solve_camera  # noqa: E402
+from core.motion.camera import choose_focal, search_fov, solve_camera  # noqa: E402
 from core.motion.fit import FitConfig, Observations  # noqa: E402
 from core.motion.inputs import intrinsics, read_synth  # noqa: E402
 from core.motion.solve import fit_motion  # noqa: E402
@@ -62,7 +65,7 @@ def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:
     over = {k: setting(getattr(FitConfig, k), v) for k, v in (kv.split("=", 1) for kv in args.set)}
     cfg = FitConfig(device=args.device, **over)
     t0 = time.perf_counter()
-    focal = choose_focal(model, inp, cfg) if args.search_fov else inp.focal_px
+    focal = choose_focal(inp, cfg) if args.search_fov else inp.focal_px
     K = intrinsics(inp.image_size, focal, num_t)
     cam = solve_camera(read_video(folder / "video.mp4"), inp, K, mode="moving" if camera == "orbit" else "auto")
     t_cam = time.perf_counter() - t0
@@ -87,6 +90,10 @@ def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:
     }
 
 
+def hfov(focal_px: float, width: int) -> float:
+    return math.degrees(2 * math.atan(width / 2 / focal_px))
+
+
 def row(r: dict) -> str:
     m = r["eval"]["mean"]
     return (
@@ -104,6 +111,12 @@ HEADER = (
 )
 
 
+FOV_HEADER = (
+    "| camera | people | FOV found ° | true FOV ° | focal error % | camera pitch found ° | source |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--people", type=int, nargs="+", default=[1, 2, 4])
@@ -115,6 +128,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--search-fov", action="store_true", help="estimate the focal length instead of using the scene's")
+    p.add_argument("--hfov", type=float, default=55.0, help="the scenes' horizontal FOV, degrees")
+    p.add_argument("--camera-distance", type=float, default=7.0, help="the camera's distance from the scene centre, m")
+    p.add_argument("--fov-only", action="store_true", help="only the FOV search, against the scene's FOV (no fit)")
     p.add_argument("--work", default=str(ROOT / ".cache" / "bench_motion"), help="where the scenes are rendered")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="FitConfig overrides, e.g. w_smooth=2")
     p.add_argument("--json", default=None)
@@ -129,15 +145,29 @@ def main() -> int:
     model = BodyModel(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)), device=args.device)
     w, h = (int(v) for v in args.size.lower().split("x"))
     results = []
-    print(HEADER, flush=True)
+    print(FOV_HEADER if args.fov_only else HEADER, flush=True)
     for camera in args.cameras:
         for n in args.people:
-            folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{args.seed}"
+            lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
+            folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{args.seed}{lens}"
             if not (folder / "bundle" / "bundle.json").exists():
-                generate(SynthConfig(people=n, frames=args.frames, size=(w, h), seed=args.seed + n, camera=camera), folder, model)
+                scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=args.seed + n, camera=camera,
+                                    hfov_deg=args.hfov, camera_distance=args.camera_distance)  # fmt: skip
+                generate(scene, folder, model)
+            if args.fov_only:
+                inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=args.seed, masks=False)
+                found = search_fov(inp.keypoints, inp.image_size)
+                err = 100 * (found.focal_px / inp.focal_px - 1)
+                print(f"| {camera} | {n} | {found.hfov_deg:.1f} | {hfov(inp.focal_px, w):.1f} | {err:+.1f} | "
+                      f"{found.pitch_deg:.1f} | {found.source} |", flush=True)  # fmt: skip
+                results.append({"camera": camera, "people": n, "focal_px": found.focal_px, "focal_gt_px": inp.focal_px})
+                continue
             r = run_one(model, folder, camera, args)
             results.append(r)
             print(row(r), flush=True)
+            if args.search_fov:
+                print(f"  (FOV search: {hfov(r['focal_px'], w):.1f} deg against {hfov(r['focal_gt_px'], w):.1f}, "
+                      f"focal length {100 * (r['focal_px'] / r['focal_gt_px'] - 1):+.1f} %)", flush=True)  # fmt: skip
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": settings, "results": results}, indent=1, default=float) + "\n")

@@ -1,8 +1,8 @@
 """The camera: intrinsics when no metadata gives them, static or moving, and a moving camera's path.
 
-- ``choose_focal``: a field-of-view search scored by the fit itself (keypoint error of a short
-  fit on a few frames plus how flat the floor under everyone's feet comes out), around a
-  default of ``inputs.DEFAULT_HFOV_DEG``.
+- ``choose_focal`` / ``search_fov``: a field-of-view search scored by how well the people, as
+  upright figures standing on one floor, explain the keypoints (the horizon and the vertical
+  vanishing point they imply), with a prior around ``inputs.DEFAULT_HFOV_DEG``.
 - ``background_motion``: how far background corners (people masked out, dilated) move between
   frames; below ``STATIC_PX`` the camera is static.
 - ``solve_path``: structure from motion on the background with COLMAP (``pycolmap``): SIFT
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,13 +24,12 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from ..pipeline import JobError
-from .fit import FitConfig, Observations
-from .inputs import DEFAULT_HFOV_DEG, MotionInputs, focal_from_hfov, intrinsics
+from .fit import FitConfig
+from .inputs import DEFAULT_HFOV_DEG, MotionInputs, focal_from_hfov
 
 log = logging.getLogger("troupe.motion")
 
 STATIC_PX = 0.3  # median background motion (px per frame, at 640 px width) below which the camera is static
-FOV_CANDIDATES_DEG = (40.0, 50.0, 60.0, 70.0, 85.0)
 
 
 @dataclass
@@ -42,40 +41,148 @@ class CameraSolve:
     points: np.ndarray | None = None  # [N, 3] background points of the reconstruction (scene frame)
 
 
-def choose_focal(model, inputs: MotionInputs, cfg: FitConfig, max_frames: int = 40) -> float:  # type: ignore[no-untyped-def]
-    """Focal length (working px) from a field-of-view search scored by a short fit."""
-    from .body import SparseBody
-    from .fit import Fitter
-    from .solve import body_points, estimate_ground, observed_weight, reprojection_px, rigid_start
+@dataclass
+class FovSearch:
+    """What the field-of-view search found (``search_fov``)."""
 
-    num_t = inputs.num_frames
-    idx = np.linspace(0, num_t - 1, min(num_t, max_frames)).round().astype(int)
-    kps = inputs.keypoints[:, idx]
-    weight = observed_weight(kps, cfg.min_confidence)
-    if weight.sum() < 3:
-        return focal_from_hfov(inputs.image_size[0], DEFAULT_HFOV_DEG)
-    body = SparseBody(model, device=cfg.device)
-    quick = replace(cfg, iters_rigid=20, iters_pose=60)
-    scores = []
-    for hfov in FOV_CANDIDATES_DEG:
-        f = focal_from_hfov(inputs.image_size[0], hfov)
-        obs = Observations(kps, intrinsics(inputs.image_size, f, len(idx)), np.tile(np.eye(4), (len(idx), 1, 1)), inputs.image_size)
-        st = rigid_start(body, obs, quick, model.num_betas)
-        fitter = Fitter(body, obs, quick, st)
-        fitter.run("pose", quick.iters_pose, [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl])
-        st = fitter.state()
-        err = np.nanmean(reprojection_px(body, st, obs, quick) / fitter.scale.cpu().numpy())
-        joints, feet, _ = body_points(body, st, cfg.device)
-        # the floor's spread relative to the people's distance: a wider FOV brings everyone
-        # closer, which shrinks any spread in metres
-        depth = float(np.average(joints[:, :, 0, 2], weights=weight + 1e-9))
-        floor = estimate_ground(joints, feet, weight).residual / max(depth, 0.1)
-        # a default-FOV prior keeps the choice where the evidence is flat
-        score = err / 0.02 + floor / 0.005 + 2.0 * ((hfov - DEFAULT_HFOV_DEG) / 30.0) ** 2
-        scores.append(score)
-        log.info("fov search: hfov %.0f deg -> keypoints %.4f, floor %.4f of the distance, score %.3f", hfov, err, floor, score)
-    best = FOV_CANDIDATES_DEG[int(np.argmin(scores))]
-    return focal_from_hfov(inputs.image_size[0], best)
+    hfov_deg: float  # chosen horizontal field of view
+    focal_px: float  # the same as a focal length (working px)
+    source: str  # "people" (the standing-people geometry decided) or "default: <why not>"
+    grid_deg: np.ndarray  # [G] horizontal FOVs scored
+    score: np.ndarray  # [G] negative log-likelihood of the people's geometry (0 at the best) plus the prior
+    pitch_deg: float  # camera pitch below the horizon at the chosen FOV
+    roll_deg: float  # camera roll at the chosen FOV
+    segments: int  # person-frames (ankles and shoulders or hips seen) that entered
+
+
+FOV_GRID_DEG = np.arange(30.0, 100.1, 2.5)  # horizontal FOVs the search scores
+FOV_PRIOR_SD_DEG = 20.0  # spread of the prior around DEFAULT_HFOV_DEG (keeps weak evidence near it)
+FOV_MIN_SEGMENTS = 20  # fewer usable person-frames than this: keep the default FOV
+SEGMENT_WINDOW = 9  # frames averaged per segment (evens out the gait's sway and keypoint noise)
+UPPER_PAIRS = ((5, 6), (11, 12))  # COCO-17 mid-shoulder and mid-hip, each above the mid-ankle (15, 16)
+HEIGHT_SD = 0.07  # spread of people's heights around the scene's mean (log scale)
+
+
+def standing_segments(keypoints: np.ndarray, min_conf: float, window: int = SEGMENT_WINDOW) -> tuple[np.ndarray, ...]:
+    """People's 2D keypoints as standing figures: per person-frame whose ankles are seen, the
+    mid-ankle point (on a plane parallel to the floor) and the points above it (``UPPER_PAIRS``),
+    each averaged over ``window`` frames. keypoints [P, T, 17, 3] -> person [S], lower [S, 2],
+    upper [S, K, 2] (px), upper_seen [S, K] bool; person-frames with no upper point are left out."""
+    from scipy.ndimage import uniform_filter1d
+
+    seen = (keypoints[..., 2] >= min_conf).astype(np.float64)  # [P, T, 17]
+    xy = keypoints[..., :2] * seen[..., None]
+    if window > 1:
+        num = uniform_filter1d(xy, window, axis=1, mode="nearest")
+        den = uniform_filter1d(seen, window, axis=1, mode="nearest")
+        xy = num / np.maximum(den, 1e-9)[..., None]
+        seen = (den > 0.6).astype(np.float64)  # most of the window saw it
+
+    def middle(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:  # midpoint of a left/right pair, both seen
+        return (xy[..., i, :] + xy[..., j, :]) / 2, (seen[..., i] > 0) & (seen[..., j] > 0)
+
+    lower, lower_seen = middle(15, 16)  # [P, T, 2]
+    ups = [middle(i, j) for i, j in UPPER_PAIRS]
+    upper, upper_seen = np.stack([u for u, _ in ups], 2), np.stack([s for _, s in ups], 2)  # [P, T, K, 2], [P, T, K]
+    p, t = np.nonzero(lower_seen & upper_seen.any(-1))
+    return p, lower[p, t], upper[p, t], upper_seen[p, t]
+
+
+def _level_rotation(pitch: float, roll: float) -> np.ndarray:
+    """[3, 3] world-to-cam rotation (world +Y up, OpenCV camera) of a camera looking along world
+    +Z, pitched down by ``pitch`` and rolled by ``roll`` (rad)."""
+    cp, sp, cr, sr = np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    rx = np.array([[1.0, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1.0]])
+    return rz @ rx @ np.diag([1.0, -1.0, 1.0])
+
+
+def _figure_residuals(x, focal, num_k, person, lower, upper, upper_seen, centre, size_px):  # type: ignore[no-untyped-def]
+    """Standing figures seen by a camera 1 above the ankles' plane: the ray through each lower
+    point meets that plane, the figure's upper point k stands ``heights[k] * exp(dh[person])``
+    straight above it and is projected back; errors in units of the figure's size in pixels,
+    then the heights' prior. x = pitch, roll, heights [K], dh [P]."""
+    rot = _level_rotation(x[0], x[1])
+    heights, dh = x[2 : 2 + num_k], x[2 + num_k :]
+    rays = np.concatenate([(lower - centre) / focal, np.ones((len(lower), 1))], 1) @ rot  # world directions
+    ground = rays / np.maximum(-rays[:, 1:2], 1e-3)  # on the plane y = -1 (camera at 0); rays above the horizon: far
+    pts = np.repeat(ground[:, None], num_k, 1)  # [S, K, 3]
+    pts[..., 1] = heights[None] * np.exp(dh[person])[:, None] - 1.0
+    cam = pts @ rot.T
+    pix = focal * cam[..., :2] / np.maximum(cam[..., 2:], 1e-3) + centre  # [S, K, 2]
+    res = (pix - upper) * upper_seen[..., None] / size_px[:, None, None]
+    return np.concatenate([res.ravel(), dh / HEIGHT_SD])
+
+
+def search_fov(
+    keypoints: np.ndarray,
+    image_size: tuple[int, int],
+    min_conf: float = 0.2,
+    grid_deg: np.ndarray = FOV_GRID_DEG,
+) -> FovSearch:
+    """The horizontal FOV under which the people stand upright on one floor.
+
+    keypoints [P, T, 17, 3] COCO-17 (working px, confidence). For every FOV of ``grid_deg`` a
+    small least-squares fit finds the camera's pitch and roll and how tall each person is (one
+    mean per upper point, people spread ``HEIGHT_SD`` around it) so that the figures of
+    ``standing_segments``, standing where their ankles meet the floor, reproject best. The FOV
+    shows in two places at once: where the people's heights shrink to nothing with distance (the
+    horizon, ``f * tan(pitch)`` from the centre) and where their upright lines converge (the
+    vertical vanishing point, ``f / tan(pitch)``), so a tilted camera and people at several
+    distances pin it down; a level camera or one distance leaves it to the prior around
+    ``DEFAULT_HFOV_DEG``. (Depth from body size alone cannot tell: scaling the focal length
+    scales every depth alike and keeps the floor flat.)
+    """
+    from scipy.optimize import least_squares
+
+    width = image_size[0]
+    grid_deg = np.asarray(grid_deg, np.float64)
+    person, lower, upper, upper_seen = standing_segments(keypoints, min_conf)
+    num_s, num_k = upper_seen.shape
+    if num_s < FOV_MIN_SEGMENTS:
+        why = f"default: only {num_s} person-frames show ankles and shoulders or hips"
+        return FovSearch(DEFAULT_HFOV_DEG, focal_from_hfov(width, DEFAULT_HFOV_DEG), why, grid_deg,
+                         np.zeros(len(grid_deg)), 0.0, 0.0, num_s)  # fmt: skip
+    num_p = keypoints.shape[0]
+    centre = np.asarray(image_size, np.float64) / 2
+    first_up = upper[np.arange(num_s), np.argmax(upper_seen, 1)]
+    size_px = np.maximum(np.linalg.norm(first_up - lower, axis=1), 1.0)
+    x = np.concatenate([[0.1, 0.0], np.linspace(0.6, 0.4, num_k), np.zeros(num_p)])
+    lo = np.concatenate([[-1.2, -0.5], np.full(num_k, 0.01), np.full(num_p, -1.0)])
+    hi = np.concatenate([[1.2, 0.5], np.full(num_k, 3.0), np.full(num_p, 1.0)])
+    costs, params = [], []
+    for hfov in grid_deg:
+        f = focal_from_hfov(width, hfov)
+        r = least_squares(_figure_residuals, x, args=(f, num_k, person, lower, upper, upper_seen, centre, size_px),
+                          bounds=(lo, hi), loss="soft_l1", f_scale=0.03)  # fmt: skip
+        costs.append(2 * r.cost)
+        params.append(r.x)
+        x = r.x  # warm start the next FOV
+    costs = np.asarray(costs)
+    # Gaussian negative log-likelihood with the noise level of the best fit; neighbouring frames
+    # share SEGMENT_WINDOW frames (and a gait), so they count as one
+    sigma2 = costs.min() / (2 * num_s)
+    nll = (costs - costs.min()) / (2 * sigma2 * SEGMENT_WINDOW)
+    score = nll + 0.5 * ((grid_deg - DEFAULT_HFOV_DEG) / FOV_PRIOR_SD_DEG) ** 2
+    score -= score.min()
+    i = int(np.argmin(score))
+    hfov = float(grid_deg[i])
+    if 0 < i < len(score) - 1:  # a parabola through the best and its neighbours
+        a, b, c = score[i - 1 : i + 2]
+        if a - 2 * b + c > 0:
+            hfov += 0.5 * (a - c) / (a - 2 * b + c) * float(grid_deg[i + 1] - grid_deg[i])
+    pitch, roll = np.degrees(params[i][:2])
+    return FovSearch(hfov, focal_from_hfov(width, hfov), "people", grid_deg, score, float(pitch), float(roll), num_s)
+
+
+def choose_focal(inputs: MotionInputs, cfg: FitConfig | None = None) -> float:
+    """Focal length (working px) for a video without camera metadata (``search_fov``)."""
+    found = search_fov(inputs.keypoints, inputs.image_size, cfg.min_confidence if cfg else 0.2)
+    log.info(
+        "fov search: %.1f deg horizontal (%s; %d person-frames, camera pitch %.1f deg, roll %.1f deg)",
+        found.hfov_deg, found.source, found.segments, found.pitch_deg, found.roll_deg,
+    )  # fmt: skip
+    return found.focal_px
 
 
 def background_mask(labels: np.ndarray, size: tuple[int, int], dilate_frac: float = 0.02) -> np.ndarray:

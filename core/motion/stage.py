@@ -141,7 +141,7 @@ def run_stage(ctx: StageContext) -> None:
         focal, focal_source = float(init.K[0, 0, 0]), "init"
     if focal is None:
         ctx.progress(0.05, "searching the field of view")
-        focal, focal_source = choose_focal(model, inputs, cfg), "search"
+        focal, focal_source = choose_focal(inputs, cfg), "search"
     K = intrinsics(inputs.image_size, focal, num_t) if init is None or init.K is None else init.K
 
     from ..people.ingest import Frames
