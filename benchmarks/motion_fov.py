@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -24,14 +23,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from motion_pose2sim import DATA, people_for, read_qualisys  # noqa: E402
 from motion_real import CLIPS, VIDEOS  # noqa: E402
+from motion_synth import hfov  # noqa: E402
 
 from core.motion.camera import search_fov  # noqa: E402
 from core.motion.inputs import DEFAULT_HFOV_DEG, focal_from_hfov, read_people_stage  # noqa: E402
 from core.pipeline import STAGES, JobDir, RunConfig, run_pipeline  # noqa: E402
-
-
-def hfov(focal_px: float, width: int) -> float:
-    return math.degrees(2 * math.atan(width / 2 / focal_px))
 
 
 def main() -> int:
