@@ -55,7 +55,7 @@ class FovSearch:
     segments: int  # person-frames (ankles and shoulders or hips seen) that entered
 
 
-FOV_GRID_DEG = np.arange(30.0, 100.1, 2.5)  # horizontal FOVs the search scores
+FOV_GRID_DEG = np.arange(20.0, 110.1, 2.5)  # horizontal FOVs the search scores
 FOV_PRIOR_SD_DEG = 20.0  # spread of the prior around DEFAULT_HFOV_DEG (keeps weak evidence near it)
 FOV_MIN_SEGMENTS = 20  # fewer usable person-frames than this: keep the default FOV
 SEGMENT_WINDOW = 9  # frames averaged per segment (evens out the gait's sway and keypoint noise)
@@ -166,12 +166,19 @@ def search_fov(
     score = nll + 0.5 * ((grid_deg - DEFAULT_HFOV_DEG) / FOV_PRIOR_SD_DEG) ** 2
     score -= score.min()
     i = int(np.argmin(score))
+    pitch, roll = np.degrees(params[i][:2])
+    if i in (0, len(score) - 1):
+        # The evidence pushes past the searched range even against the prior: the one-floor,
+        # upright model does not explain these people (someone on a box or a stair, people
+        # leaning or lying), so its answer is not trusted.
+        why = f"default: the people's geometry points past the searched {grid_deg[0]:.0f}-{grid_deg[-1]:.0f} deg"
+        return FovSearch(DEFAULT_HFOV_DEG, focal_from_hfov(width, DEFAULT_HFOV_DEG), why, grid_deg, score,
+                         float(pitch), float(roll), num_s)  # fmt: skip
     hfov = float(grid_deg[i])
     if 0 < i < len(score) - 1:  # a parabola through the best and its neighbours
         a, b, c = score[i - 1 : i + 2]
         if a - 2 * b + c > 0:
             hfov += 0.5 * (a - c) / (a - 2 * b + c) * float(grid_deg[i + 1] - grid_deg[i])
-    pitch, roll = np.degrees(params[i][:2])
     return FovSearch(hfov, focal_from_hfov(width, hfov), "people", grid_deg, score, float(pitch), float(roll), num_s)
 
 

@@ -55,6 +55,14 @@ def test_no_feet_or_a_level_camera_keep_the_default():
     assert level.hfov_deg == pytest.approx(DEFAULT_HFOV_DEG, abs=5)
 
 
+def test_an_answer_at_the_end_of_the_searched_range_is_not_trusted():
+    # figures that only a wider lens explains, searched over narrow FOVs: the best fit sits on the
+    # range's edge (what a person on a box does to the one-floor model), so the default is used
+    found = camera.search_fov(standing_people(75.0, 12.0), SIZE, grid_deg=np.arange(30.0, 50.0, 5.0))
+    assert found.hfov_deg == DEFAULT_HFOV_DEG
+    assert found.source.startswith("default: the people's geometry points past the searched 30-45 deg")
+
+
 def test_fov_search_on_a_synthetic_scene(standin_model_dir, tmp_path):
     # a rendered scene (stand-in bodies walking, self-occlusion, noisy and dropped keypoints) with
     # a wide lens: the default FOV (60 degrees) would be 33 % off in focal length
