@@ -65,7 +65,7 @@ def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:
     over = {k: setting(getattr(FitConfig, k), v) for k, v in (kv.split("=", 1) for kv in args.set)}
     cfg = FitConfig(device=args.device, **over)
     t0 = time.perf_counter()
-    focal = choose_focal(inp, cfg) if args.search_fov else inp.focal_px
+    focal = choose_focal(inp, cfg).focal_px if args.search_fov else inp.focal_px
     K = intrinsics(inp.image_size, focal, num_t)
     cam = solve_camera(read_video(folder / "video.mp4"), inp, K, mode="moving" if camera == "orbit" else "auto")
     t_cam = time.perf_counter() - t0

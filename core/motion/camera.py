@@ -182,14 +182,15 @@ def search_fov(
     return FovSearch(hfov, focal_from_hfov(width, hfov), "people", grid_deg, score, float(pitch), float(roll), num_s)
 
 
-def choose_focal(inputs: MotionInputs, cfg: FitConfig | None = None) -> float:
-    """Focal length (working px) for a video without camera metadata (``search_fov``)."""
+def choose_focal(inputs: MotionInputs, cfg: FitConfig | None = None) -> FovSearch:
+    """The field of view of a video without camera metadata (``search_fov``), logged; its
+    ``focal_px`` is in working pixels and ``source`` says whether the people gave it."""
     found = search_fov(inputs.keypoints, inputs.image_size, cfg.min_confidence if cfg else 0.2)
     log.info(
         "fov search: %.1f deg horizontal (%s; %d person-frames, camera pitch %.1f deg, roll %.1f deg)",
         found.hfov_deg, found.source, found.segments, found.pitch_deg, found.roll_deg,
     )  # fmt: skip
-    return found.focal_px
+    return found
 
 
 def background_mask(labels: np.ndarray, size: tuple[int, int], dilate_frac: float = 0.02) -> np.ndarray:

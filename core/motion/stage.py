@@ -141,7 +141,8 @@ def run_stage(ctx: StageContext) -> None:
         focal, focal_source = float(init.K[0, 0, 0]), "init"
     if focal is None:
         ctx.progress(0.05, "searching the field of view")
-        focal, focal_source = choose_focal(inputs, cfg), "search"
+        found = choose_focal(inputs, cfg)
+        focal, focal_source = found.focal_px, "search" if found.source == "people" else f"search {found.source}"
     K = intrinsics(inputs.image_size, focal, num_t) if init is None or init.K is None else init.K
 
     from ..people.ingest import Frames

@@ -77,4 +77,4 @@ def test_fov_search_on_a_synthetic_scene(standin_model_dir, tmp_path):
     found = camera.search_fov(inp.keypoints, inp.image_size)
     assert found.source == "people"
     assert found.focal_px == pytest.approx(inp.focal_px, rel=0.12)
-    assert camera.choose_focal(inp) == pytest.approx(found.focal_px)
+    assert camera.choose_focal(inp).focal_px == pytest.approx(found.focal_px)
