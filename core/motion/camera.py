@@ -175,10 +175,9 @@ def search_fov(
         return FovSearch(DEFAULT_HFOV_DEG, focal_from_hfov(width, DEFAULT_HFOV_DEG), why, grid_deg, score,
                          float(pitch), float(roll), num_s)  # fmt: skip
     hfov = float(grid_deg[i])
-    if 0 < i < len(score) - 1:  # a parabola through the best and its neighbours
-        a, b, c = score[i - 1 : i + 2]
-        if a - 2 * b + c > 0:
-            hfov += 0.5 * (a - c) / (a - 2 * b + c) * float(grid_deg[i + 1] - grid_deg[i])
+    a, b, c = score[i - 1 : i + 2]  # a parabola through the best and its neighbours (i is inside)
+    if a - 2 * b + c > 0:
+        hfov += 0.5 * (a - c) / (a - 2 * b + c) * float(grid_deg[i + 1] - grid_deg[i])
     return FovSearch(hfov, focal_from_hfov(width, hfov), "people", grid_deg, score, float(pitch), float(roll), num_s)
 
 
