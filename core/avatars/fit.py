@@ -518,10 +518,14 @@ def _crop_window(box: np.ndarray, w: int, h: int, width: int, height: int) -> tu
     return x, y
 
 
+def _stack(parts: list[Tensor]) -> Tensor:
+    """torch.stack, but a view (no copy) for one part."""
+    return parts[0][None] if len(parts) == 1 else torch.stack(parts)
+
+
 def _stack_crops(images: Tensor, frames: np.ndarray, corners: list[tuple[int, int]], w: int, h: int) -> Tensor:
     """[T, H, W, ...] -> [B, h, w, ...]: one window per frame (a view when B = 1)."""
-    parts = [images[t, y : y + h, x : x + w] for t, (x, y) in zip(frames.tolist(), corners)]
-    return parts[0][None] if len(parts) == 1 else torch.stack(parts)
+    return _stack([images[t, y : y + h, x : x + w] for t, (x, y) in zip(frames.tolist(), corners)])
 
 
 def _skin_smoothness(avatars: Avatars, weights: Tensor, gen: torch.Generator) -> Tensor:
@@ -618,11 +622,7 @@ class Trainer:
                         self.hidden[step] if self.any_hidden[step] else None, weights)  # fmt: skip
         self.backend = out.backend
         gt = _stack_crops(data.frames, frames, corners, w, h).float() * (1 / 255)
-        if len(frames) == 1:
-            (x, y), t = corners[0], int(frames[0])
-            plate = data.plates.crop(t, y, y + h, x, x + w)[None]
-        else:
-            plate = torch.stack([data.plates.crop(int(t), y, y + h, x, x + w) for t, (x, y) in zip(frames, corners)])
+        plate = _stack([data.plates.crop(int(t), y, y + h, x, x + w) for t, (x, y) in zip(frames, corners)])
         union = _stack_crops(data.plates.occupied, frames, corners, w, h)
         labels = _stack_crops(data.labels, frames, corners, w, h)
         terms = self._losses(out, gt, plate, union, labels, self.mask_w[step], float(self.area[step]), weights)
