@@ -39,6 +39,7 @@ class CameraSolve:
     motion_px: float  # measured background motion (px per sampled frame pair, at 640 px width)
     scale_note: str = ""  # how the path's metric scale is found
     points: np.ndarray | None = None  # [N, 3] background points of the reconstruction (scene frame)
+    path_info: PathSolve | None = None  # what structure from motion found (moving, or a path that failed its check)
 
 
 @dataclass
@@ -235,7 +236,9 @@ def solve_camera(
     mode: str = "auto",
     progress: Callable[[float, str], None] | None = None,
 ) -> CameraSolve:
-    """Static or moving (``mode`` auto decides from the background), and a moving camera's path."""
+    """Static or moving (``mode`` auto decides from the background), and a moving camera's path.
+    A path that fails ``check_path`` is never returned: the camera is then treated as static,
+    with a warning that says why."""
     if mode not in ("auto", "static", "moving"):
         raise JobError(f"motion setting 'camera' is {mode!r}; expected auto, static or moving")
     if len(frames) != inputs.num_frames:
@@ -247,24 +250,306 @@ def solve_camera(
     if not moving:
         return CameraSolve("static", None, motion)
     solved = solve_path(frames, labels, K[0], progress=progress)
-    if solved is None:
-        log.warning("structure from motion found no camera path; fitting as a static camera")
-        return CameraSolve("static", None, motion, "structure from motion failed: treated as static")
-    path, points = solved
-    return CameraSolve("moving", path, motion, "metric scale from the people's feet on the reconstructed floor", points)
+    if solved is None or not solved.check.ok:
+        why = "no reconstruction" if solved is None else "; ".join(solved.attempts)
+        log.warning("structure from motion found no usable camera path (%s); fitting as a static camera", why)
+        note = f"structure from motion failed ({why}): treated as static"
+        return CameraSolve("static", None, motion, note, path_info=solved)
+    note = "metric scale from the people's feet on the reconstructed floor"
+    return CameraSolve("moving", solved.cam_to_scene, motion, note, solved.points, path_info=solved)
+
+
+@dataclass
+class PathCheck:
+    """Whether a solved path is plausible (``check_path``)."""
+
+    ok: bool
+    problems: list[str]  # what is wrong, in words (empty when ok)
+    stats: dict[str, float]  # the measures the verdict came from
+
+
+@dataclass
+class PathSolve:
+    """A moving camera's path from structure from motion (``solve_path``)."""
+
+    cam_to_scene: np.ndarray  # [T, 4, 4] camera-to-scene at every frame (interpolated), translation up to scale
+    points: np.ndarray  # [N, 3] reconstructed background points (scene frame)
+    times: np.ndarray  # [K] frames the solver registered (sorted)
+    poses: np.ndarray  # [K, 4, 4] their camera-to-scene transforms
+    sampled: int  # frames handed to the solver
+    method: str  # "tracks" (KLT tracks into COLMAP) or "sift" (COLMAP's own features and matching)
+    check: PathCheck  # the verdict on this path
+    attempts: list[str]  # every attempt and its verdict, in order
+
+
+# Path check thresholds (``check_path``).
+MIN_REGISTERED = 0.7  # fewer registered frames than this share of the sampled ones: the path is not trusted
+STEP_RATIO = 6.0  # a step this many times longer (jump) or shorter (stall, while turning) than its neighbours'
+STEP_FLOOR = 0.002  # steps below this share of the scene's depth per frame count as standing still
+TURN_FLOOR_DEG = 0.05  # turning slower than this (deg per frame) is not turning
+ROT_JUMP_DEG = 1.0  # a rotation step (deg per frame) above STEP_RATIO x its neighbours' and this is a jump
+FAR = 100.0  # camera centres or points beyond this many times the scene's depth are absurd
+MAX_BAD_STEPS = 0.05  # more than this share of jumping or stalling steps fails the path
+
+
+def _neighbour_median(x: np.ndarray, half: int = 4) -> np.ndarray:
+    """[N] median of x over the ``half`` entries on each side of every entry (itself excluded)."""
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        near = np.concatenate([x[max(0, i - half) : i], x[i + 1 : i + 1 + half]])
+        out[i] = np.median(near) if len(near) else x[i]
+    return out
+
+
+def check_path(times: np.ndarray, poses: np.ndarray, points: np.ndarray, sampled: int) -> PathCheck:
+    """Is a solved path plausible? times [K] (sorted frames), poses [K, 4, 4] camera-to-scene,
+    points [N, 3] the reconstruction's points, ``sampled`` frames handed to the solver.
+
+    Degenerate reconstructions (a repeating texture matched to the wrong copy, a bad initial pair)
+    show as camera centres that stand still while the view turns and then jump, centres or points
+    at absurd distances, or few registered frames. Step lengths are compared with their
+    neighbours' (the speed of a real camera changes smoothly) and with the scene's depth (the
+    median distance from the cameras to the points), so the check needs no metric scale."""
+    problems: list[str] = []
+    num = len(times)
+    stats: dict[str, float] = {"registered": float(num), "sampled": float(sampled)}
+    if num < max(3, MIN_REGISTERED * sampled):
+        problems.append(f"registered {num} of {sampled} sampled frames")
+    if num < 3 or not (np.isfinite(poses).all() and np.isfinite(points).all()):
+        if num >= 3:
+            problems.append("non-finite poses or points")
+        return PathCheck(False, problems or ["fewer than 3 registered frames"], stats)
+    centres = poses[:, :3, 3]
+    mid = np.median(centres, axis=0)
+    depth = float(np.median(np.linalg.norm(points - mid, axis=1))) if len(points) else 0.0
+    stats["depth"] = depth
+    if depth <= 0:
+        return PathCheck(False, problems + ["no reconstructed points"], stats)
+    far_centre = float(np.linalg.norm(centres - mid, axis=1).max()) / depth
+    far_points = float((np.linalg.norm(points - mid, axis=1) > FAR * depth).mean())
+    stats.update(far_centre=far_centre, far_points=far_points)
+    if far_centre > FAR:
+        problems.append(f"a camera centre {far_centre:.3g} x the scene's depth away")
+    if far_points > 0.05:
+        problems.append(f"{100 * far_points:.0f} % of the points beyond {FAR:g} x the scene's depth")
+    dt = np.diff(times).astype(np.float64)
+    speed = np.linalg.norm(np.diff(centres, axis=0), axis=1) / dt / depth  # scene depths per frame
+    rel = np.einsum("kji,kjl->kil", poses[:-1, :3, :3], poses[1:, :3, :3])
+    turn = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1))) / dt  # deg per frame
+    near_speed, near_turn = _neighbour_median(speed), _neighbour_median(turn)
+    jump = speed > STEP_RATIO * np.maximum(near_speed, STEP_FLOOR)
+    stall = (speed * STEP_RATIO < near_speed) & (near_speed > STEP_FLOOR) & (turn > TURN_FLOOR_DEG)
+    spin = turn > STEP_RATIO * near_turn + ROT_JUMP_DEG
+    stats.update(
+        jumps=float(jump.sum()), stalls=float(stall.sum()), rotation_jumps=float(spin.sum()),
+        speed_median=float(np.median(speed)), speed_max=float(speed.max()), turn_median_deg=float(np.median(turn)),
+    )  # fmt: skip
+    bad = (jump | stall | spin).mean()
+    if bad > MAX_BAD_STEPS:
+        problems.append(
+            f"{int(jump.sum())} jumps, {int(stall.sum())} stalls while turning and {int(spin.sum())} rotation jumps "
+            f"in {len(speed)} steps"
+        )
+    return PathCheck(not problems, problems, stats)
+
+
+# Background tracks (``track_background``).
+TRACK_POINTS = 800  # corners kept alive per frame
+TRACK_SPACING = 10  # px between corners (at the tracking resolution)
+TRACK_FB_PX = 0.5  # forward-backward disagreement above which a track ends
+TRACK_MAX_SIDE = 960  # frames are tracked at most this large (longer side, px)
+_LK = {"winSize": (21, 21), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)}
+
+
+def track_background(
+    frames: Sequence[np.ndarray],
+    labels: np.ndarray | None,
+    keep: np.ndarray,
+    points: int = TRACK_POINTS,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Background corners tracked through every frame with pyramidal Lucas-Kanade (people masked
+    out when ``labels`` [T, h, w] are given), kept at the frames ``keep`` [K] (sorted).
+
+    Returns per kept frame (points [n, 2] float32 in frame pixels, track ids [n] int64): the same id
+    in two frames is the same background point. Tracking frame to frame cannot confuse two
+    copies of a repeating texture the way matching descriptors between distant frames does; a
+    track ends where its forward and backward flow disagree, where it leaves the frame or lands
+    on a person, and new corners fill the gaps."""
+    h, w = frames[0].shape[:2]
+    scale = min(1.0, TRACK_MAX_SIDE / max(h, w))
+    size = (round(w * scale), round(h * scale))
+    spacing = max(3, round(TRACK_SPACING * max(size) / 640))
+    keep_set = {int(t): k for k, t in enumerate(keep)}
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros((0, 2), np.float32), np.zeros(0, np.int64))] * len(keep)
+    pts, ids, next_id, prev = np.zeros((0, 2), np.float32), np.zeros(0, np.int64), 0, None
+    for t in range(int(keep[0]), int(keep[-1]) + 1):
+        img = frames[t]
+        gray = cv2.cvtColor(img if scale == 1 else cv2.resize(img, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        mask = background_mask(labels[t], size) if labels is not None else np.full(size[::-1], 255, np.uint8)
+        if prev is not None and len(pts):
+            nxt, ok, _ = cv2.calcOpticalFlowPyrLK(prev, gray, pts.reshape(-1, 1, 2), None, **_LK)
+            back, ok2, _ = cv2.calcOpticalFlowPyrLK(gray, prev, nxt, None, **_LK)
+            nxt = nxt.reshape(-1, 2)
+            good = ok.ravel().astype(bool) & ok2.ravel().astype(bool)
+            good &= np.linalg.norm(back.reshape(-1, 2) - pts, axis=1) < TRACK_FB_PX
+            good &= (nxt >= 0).all(1) & (nxt[:, 0] < size[0] - 1) & (nxt[:, 1] < size[1] - 1)
+            xi, yi = np.clip(nxt.round().astype(int), 0, [size[0] - 1, size[1] - 1]).T
+            good &= mask[yi, xi] > 0
+            pts, ids = nxt[good], ids[good]
+        if len(pts) < points:
+            free = mask.copy()
+            for x, y in pts:
+                cv2.circle(free, (int(x), int(y)), spacing, 0, -1)
+            new = cv2.goodFeaturesToTrack(gray, points - len(pts), 0.01, spacing, mask=free)
+            if new is not None:
+                new = new.reshape(-1, 2).astype(np.float32)
+                pts = np.concatenate([pts, new])
+                ids = np.concatenate([ids, np.arange(next_id, next_id + len(new))])
+                next_id += len(new)
+        if t in keep_set:
+            out[keep_set[t]] = ((pts / scale).astype(np.float32), ids.copy())
+        prev = gray
+    return out
+
+
+PAIR_GAPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # sampled-frame gaps matched with the tracks
+
+
+def _mapper_options():  # type: ignore[no-untyped-def]
+    """COLMAP incremental mapping with the intrinsics held fixed, one model, one thread and a
+    fixed seed (a rerun gives the same path)."""
+    import pycolmap
+
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.ba_refine_focal_length = False
+    opts.ba_refine_principal_point = False
+    opts.ba_refine_extra_params = False
+    opts.mapper.abs_pose_refine_focal_length = False  # default on: registering a frame would move the shared focal
+    opts.mapper.abs_pose_refine_extra_params = False
+    opts.multiple_models = False
+    opts.num_threads = 1
+    opts.random_seed = 0
+    opts.mapper.init_min_tri_angle = 8.0  # the default 16 deg fails on a short orbit and is then relaxed, after a long search
+    return opts
+
+
+def _colmap(
+    root: Path,
+    frames: Sequence[np.ndarray],
+    labels: np.ndarray | None,
+    K: np.ndarray,
+    idx: np.ndarray,
+    method: str,
+    progress: Callable[[float, str], None] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One COLMAP run in the empty folder ``root`` on frames ``idx``: features and matches from
+    ``track_background`` ("tracks") or COLMAP's SIFT outside the people masks, sequential
+    matching ("sift"). Returns registered frames [K], camera-to-scene poses [K, 4, 4] and points
+    [N, 3] of the largest model, or None."""
+    import pycolmap
+
+    pycolmap.set_random_seed(0)
+    (root / "images").mkdir(parents=True)
+    names = [f"{t:06d}.jpg" for t in idx]
+    for t, name in zip(idx, names, strict=True):
+        cv2.imwrite(str(root / "images" / name), frames[t], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    db = root / "database.db"
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = "PINHOLE"
+    reader.camera_params = ",".join(str(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    if method == "tracks":
+        if progress:
+            progress(0.06, "camera: tracking")
+        tracks = track_background(frames, labels, idx)
+        pycolmap.Database.open(db).close()
+        pycolmap.import_images(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE, image_names=names,
+                               options=reader)  # fmt: skip
+        database = pycolmap.Database.open(db)
+        image_id = {im.name: im.image_id for im in database.read_all_images()}
+        for name, (pts, _) in zip(names, tracks, strict=True):
+            database.write_keypoints(image_id[name], pts)
+        pairs = []
+        for a in range(len(names)):
+            for gap in PAIR_GAPS:
+                b = a + gap
+                if b >= len(names):
+                    break
+                _, ia, ib = np.intersect1d(tracks[a][1], tracks[b][1], assume_unique=True, return_indices=True)
+                if len(ia) >= 15:
+                    database.write_matches(image_id[names[a]], image_id[names[b]], np.stack([ia, ib], 1).astype(np.uint32))
+                    pairs.append(f"{names[a]} {names[b]}")
+        database.close()
+        (root / "pairs.txt").write_text("\n".join(pairs) + "\n")
+        verify = pycolmap.TwoViewGeometryOptions()
+        verify.ransac.random_seed = 0
+        verify.ransac.max_error = 2.0  # tracked corners are sub-pixel
+        if progress:
+            progress(0.09, "camera: verifying matches")
+        pycolmap.verify_matches(db, root / "pairs.txt", verify)
+    else:
+        masks = root / "masks"
+        masks.mkdir()
+        if labels is not None:
+            for t, name in zip(idx, names, strict=True):
+                h, w = frames[t].shape[:2]
+                cv2.imwrite(str(masks / (name + ".png")), background_mask(labels[t], (w, h)))  # COLMAP reads <image>.png
+            reader.mask_path = str(masks)
+        if progress:
+            progress(0.06, "camera: features")
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.num_threads = 1
+        pycolmap.extract_features(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                                  extraction_options=extraction, device=pycolmap.Device.cpu)  # fmt: skip
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = 10
+        pairing.quadratic_overlap = False  # frames far apart match a repeating texture's wrong copy
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.guided_matching = True
+        matching.num_threads = 1
+        if progress:
+            progress(0.09, "camera: matching")
+        pycolmap.match_sequential(db, pairing_options=pairing, matching_options=matching, device=pycolmap.Device.cpu)
+    if progress:
+        progress(0.12, "camera: mapping")
+    recs = pycolmap.incremental_mapping(db, root / "images", root / "sparse", options=_mapper_options())
+    if not recs:
+        return None
+    rec = max(recs.values(), key=lambda r: r.num_reg_images())
+    known_t, known = [], []
+    for image in rec.images.values():
+        if image.has_pose:
+            w2c = np.eye(4)
+            w2c[:3, :4] = image.cam_from_world().matrix()
+            known_t.append(int(Path(image.name).stem))
+            known.append(np.linalg.inv(w2c))
+    if not known_t:
+        return None
+    order = np.argsort(known_t)
+    points = np.array([p.xyz for p in rec.points3D.values()], np.float64).reshape(-1, 3)
+    return np.asarray(known_t)[order], np.asarray(known)[order], points
+
+
+SFM_METHODS = ("tracks", "sift")  # solve_path's attempts, in order
 
 
 def solve_path(
     frames: Sequence[np.ndarray],
     labels: np.ndarray | None,
     K: np.ndarray,
-    max_images: int = 80,
+    max_images: int = 60,
+    methods: Sequence[str] = SFM_METHODS,
     progress: Callable[[float, str], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """[T, 4, 4] camera-to-scene transforms (unscaled) from COLMAP on the background and the
-    reconstructed points [N, 3], or None."""
+) -> PathSolve | None:
+    """A moving camera's path by structure from motion on the background (COLMAP via pycolmap,
+    the intrinsics K [3, 3] held fixed), on up to ``max_images`` frames spread over the clip;
+    the other frames are interpolated. labels [T, h, w] (people > 0) or None.
+
+    Each of ``methods`` is tried in turn until one gives a path that passes ``check_path``:
+    "tracks" (background corners tracked frame to frame, their shared tracks the matches) and
+    "sift" (COLMAP's SIFT features, sequential matching). Returns the first path that passes, else
+    the last one found (``check.ok`` False: not to be used), or None when nothing registered."""
     try:
-        import pycolmap
+        import pycolmap  # noqa: F401
     except ImportError:
         raise JobError(
             "a moving camera needs the Python package 'pycolmap' (pip install pycolmap==4.2.1); "
@@ -272,59 +557,49 @@ def solve_path(
         ) from None
     num_t = len(frames)
     idx = np.unique(np.linspace(0, num_t - 1, min(num_t, max_images)).round().astype(int))
-    with tempfile.TemporaryDirectory(prefix="troupe_sfm_") as tmp:
-        root = Path(tmp)
-        (root / "images").mkdir()
-        (root / "masks").mkdir()
-        for t in idx:
-            img = frames[t]
-            name = f"{t:06d}.jpg"
-            cv2.imwrite(str(root / "images" / name), img)
-            if labels is not None:
-                h, w = img.shape[:2]
-                cv2.imwrite(str(root / "masks" / (name + ".png")), background_mask(labels[t], (w, h)))
-        db = root / "database.db"
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = "PINHOLE"
-        reader.camera_params = ",".join(str(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
-        if labels is not None:
-            reader.mask_path = str(root / "masks")
-        if progress:
-            progress(0.06, "camera: features")
-        pycolmap.extract_features(
-            db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, device=pycolmap.Device.cpu
-        )
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = 10
-        if progress:
-            progress(0.09, "camera: matching")
-        pycolmap.match_sequential(db, pairing_options=pairing, device=pycolmap.Device.cpu)
-        opts = pycolmap.IncrementalPipelineOptions()
-        opts.ba_refine_focal_length = False
-        opts.ba_refine_principal_point = False
-        opts.ba_refine_extra_params = False
-        opts.multiple_models = False
-        if progress:
-            progress(0.12, "camera: mapping")
-        recs = pycolmap.incremental_mapping(db, root / "images", root / "sparse", options=opts)
-        if not recs:
-            return None
-        rec = max(recs.values(), key=lambda r: r.num_reg_images())
-        known_t, known = [], []
-        for image in rec.images.values():
-            if not image.has_pose:
-                continue
-            t = int(Path(image.name).stem)
-            w2c = np.eye(4)
-            w2c[:3, :4] = image.cam_from_world().matrix()
-            known_t.append(t)
-            known.append(np.linalg.inv(w2c))
-        points = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
-    if len(known_t) < 2:
-        return None
-    order = np.argsort(known_t)
-    log.info("structure from motion registered %d of %d sampled frames, %d points", len(known_t), len(idx), len(points))
-    return interpolate_poses(np.asarray(known_t)[order], np.asarray(known)[order], num_t), points
+    found: PathSolve | None = None
+    attempts: list[str] = []
+    for method in methods:
+        with tempfile.TemporaryDirectory(prefix="troupe_sfm_") as tmp:
+            solved = _colmap(Path(tmp), frames, labels, K, idx, method, progress)
+        if solved is None:
+            attempts.append(f"{method}: no reconstruction")
+            log.info("structure from motion (%s): no reconstruction", method)
+            continue
+        times, poses, points = solved
+        check = check_path(times, poses, points, len(idx))
+        attempts.append(f"{method}: " + ("ok" if check.ok else "; ".join(check.problems)))
+        log.info("structure from motion (%s) registered %d of %d sampled frames, %d points: %s",
+                 method, len(times), len(idx), len(points), attempts[-1])  # fmt: skip
+        found = PathSolve(interpolate_poses(times, poses, num_t) if len(times) >= 2 else np.tile(poses[0], (num_t, 1, 1)),
+                          points, times, poses, len(idx), method, check, attempts)  # fmt: skip
+        if check.ok:
+            break
+    if found is not None:
+        found.attempts = attempts
+    return found
+
+
+def path_errors(cam_to_scene: np.ndarray, cam_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """How far a solved path [T, 4, 4] (camera-to-scene, any scale) is from the true one [T, 4, 4]
+    (camera-to-world): per frame the rotation error in degrees after the one world rotation that
+    fits all frames best, and the camera centre's error in the truth's units after the similarity
+    (scale, rotation, shift; Umeyama) that fits all centres best; and the true path's length."""
+    pred_r, gt_r = cam_to_scene[:, :3, :3], cam_to_world[:, :3, :3]
+    u, _, vt = np.linalg.svd(np.einsum("tij,tkj->ik", gt_r, pred_r))
+    align = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt  # gt ~ align @ pred
+    rel = np.einsum("tji,jk,tkl->til", gt_r, align, pred_r)
+    rot = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    p, g = cam_to_scene[:, :3, 3], cam_to_world[:, :3, 3]
+    p, g = p - p.mean(0), g - g.mean(0)
+    var = (p**2).sum() / len(p)
+    if var < 1e-18:  # every centre alike: only shifted
+        centre = np.linalg.norm(g, axis=1)
+    else:
+        u, sv, vt = np.linalg.svd(g.T @ p / len(p))
+        d = np.diag([1, 1, np.sign(np.linalg.det(u @ vt))])
+        centre = np.linalg.norm(np.trace(np.diag(sv) @ d) / var * p @ (u @ d @ vt).T - g, axis=1)
+    return rot, centre, float(np.linalg.norm(np.diff(cam_to_world[:, :3, 3], axis=0), axis=1).sum())
 
 
 def interpolate_poses(times: np.ndarray, poses: np.ndarray, num_t: int) -> np.ndarray:
