@@ -1,7 +1,7 @@
 """A moving camera's solved path against the truth, without the body fit.
 
     .venv/core/bin/python benchmarks/motion_camera.py [--scenes orbit_*] [--repeat 1] [--json OUT]
-        [--real phalp_vid] [--real-frames 90]
+        [--methods tracks|sift] [--real phalp_vid] [--real-frames 90]
 
 For each rendered ``core synth`` scene in ``--work`` (default: the orbiting scenes that
 ``benchmarks/motion_synth.py`` left in ``.cache/bench_motion``), ``camera.solve_camera(...,
@@ -15,7 +15,8 @@ is scored against the scene's ``bundle/camera.npz``:
 - registered frames (of the frames sampled), the path check's verdict, the solver that gave the
   path, seconds.
 
-``--repeat N`` solves every scene N times (COLMAP's determinism). ``--real CLIP`` solves a real
+``--methods sift`` scores one attempt of ``solve_path`` alone, also when its path fails the check
+(the path the fit would not get). ``--repeat N`` solves every scene N times (COLMAP's determinism). ``--real CLIP`` solves a real
 clip from ``../shared/data/videos`` (no ground truth, no masks) and prints the path's check
 statistics instead. Intrinsics: the scene's own (as metadata would give them); for a real clip
 the default field of view.
@@ -73,9 +74,16 @@ def score(cam_to_scene: np.ndarray | None, world_to_cam_gt: np.ndarray) -> dict:
     }
 
 
-def solve(frames: list[np.ndarray], inp: MotionInputs, K: np.ndarray) -> tuple[camera.CameraSolve, float]:
+def solve(frames: list[np.ndarray], inp: MotionInputs, K: np.ndarray, methods: list[str] | None) -> tuple[camera.CameraSolve, float]:
+    """solve_camera as the motion stage calls it, or (``methods``) solve_path with only those
+    attempts, its path scored even when it fails the check."""
     t0 = time.perf_counter()
-    cam = camera.solve_camera(frames, inp, K, mode="moving")
+    if methods is None:
+        cam = camera.solve_camera(frames, inp, K, mode="moving")
+    else:
+        found = camera.solve_path(frames, inp.labels, K[0], methods=methods)
+        cam = camera.CameraSolve("moving" if found else "static", found.cam_to_scene if found else None, 0.0,
+                                 path_info=found)  # fmt: skip
     return cam, time.perf_counter() - t0
 
 
@@ -108,7 +116,7 @@ def run_scenes(args: argparse.Namespace) -> list[dict]:
         with np.load(folder / "bundle" / "camera.npz", allow_pickle=False) as z:
             w2c = z["world_to_cam"]
         for run in range(args.repeat):
-            cam, sec = solve(frames, inp, K)
+            cam, sec = solve(frames, inp, K, args.methods)
             r = {"scene": folder.name, "run": run, "seconds": sec, **describe(cam), **score(cam.cam_to_scene, w2c)}
             rows.append(r)
             print(
@@ -131,7 +139,7 @@ def run_real(args: argparse.Namespace) -> list[dict]:
         h, w = frames[0].shape[:2]
         K = intrinsics((w, h), focal_from_hfov(w, DEFAULT_HFOV_DEG), len(frames))
         t0 = time.perf_counter()
-        solved = camera.solve_path(frames, None, K[0])
+        solved = camera.solve_path(frames, None, K[0], **({"methods": args.methods} if args.methods else {}))
         sec = time.perf_counter() - t0
         r = {"clip": clip, "frames": len(frames), "seconds": sec, "motion_px": camera.background_motion(frames, None)}
         if solved is not None:
@@ -152,6 +160,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--real", nargs="*", default=None, help="real clips (names in ../shared/data/videos) instead")
     p.add_argument("--real-frames", type=int, default=90)
+    p.add_argument("--methods", nargs="+", default=None, choices=camera.SFM_METHODS,
+                   help="score these solve_path attempts alone (even a path that fails the check)")
     p.add_argument("--json", default=None)
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()

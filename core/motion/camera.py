@@ -5,10 +5,13 @@
   vanishing point they imply), with a prior around ``inputs.DEFAULT_HFOV_DEG``.
 - ``background_motion``: how far background corners (people masked out, dilated) move between
   frames; below ``STATIC_PX`` the camera is static.
-- ``solve_path``: structure from motion on the background with COLMAP (``pycolmap``): SIFT
-  features outside the people masks, sequential matching, incremental mapping with the known
-  intrinsics fixed; frames COLMAP does not register are interpolated. The path comes out up to
-  scale; ``core.motion.solve.path_scale`` takes the metric scale from the people.
+- ``solve_path``: structure from motion on the background with COLMAP (``pycolmap``), the known
+  intrinsics fixed: background corners tracked frame to frame (people masked out) give the
+  matches (``track_background``); COLMAP's SIFT with sequential matching is the second attempt.
+  Every path must pass ``check_path`` (no stalls and jumps, nothing at absurd distances, most
+  frames registered) or the camera is treated as static; frames COLMAP does not register are
+  interpolated. The path comes out up to scale; ``core.motion.solve`` takes the metric scale
+  from the people.
 """
 
 from __future__ import annotations
@@ -289,7 +292,7 @@ STEP_FLOOR = 0.002  # steps below this share of the scene's depth per frame coun
 TURN_FLOOR_DEG = 0.05  # turning slower than this (deg per frame) is not turning
 ROT_JUMP_DEG = 1.0  # a rotation step (deg per frame) above STEP_RATIO x its neighbours' and this is a jump
 FAR = 100.0  # camera centres or points beyond this many times the scene's depth are absurd
-MAX_BAD_STEPS = 0.05  # more than this share of jumping or stalling steps fails the path
+MAX_STALLS = 0.05  # more than this share of stalling steps fails the path (one jump does)
 
 
 def _neighbour_median(x: np.ndarray, half: int = 4) -> np.ndarray:
@@ -315,10 +318,10 @@ def check_path(times: np.ndarray, poses: np.ndarray, points: np.ndarray, sampled
     stats: dict[str, float] = {"registered": float(num), "sampled": float(sampled)}
     if num < max(3, MIN_REGISTERED * sampled):
         problems.append(f"registered {num} of {sampled} sampled frames")
-    if num < 3 or not (np.isfinite(poses).all() and np.isfinite(points).all()):
-        if num >= 3:
-            problems.append("non-finite poses or points")
-        return PathCheck(False, problems or ["fewer than 3 registered frames"], stats)
+    if num < 3:
+        return PathCheck(False, problems, stats)
+    if not (np.isfinite(poses).all() and np.isfinite(points).all()):
+        return PathCheck(False, problems + ["non-finite poses or points"], stats)
     centres = poses[:, :3, 3]
     mid = np.median(centres, axis=0)
     depth = float(np.median(np.linalg.norm(points - mid, axis=1))) if len(points) else 0.0
@@ -344,8 +347,7 @@ def check_path(times: np.ndarray, poses: np.ndarray, points: np.ndarray, sampled
         jumps=float(jump.sum()), stalls=float(stall.sum()), rotation_jumps=float(spin.sum()),
         speed_median=float(np.median(speed)), speed_max=float(speed.max()), turn_median_deg=float(np.median(turn)),
     )  # fmt: skip
-    bad = (jump | stall | spin).mean()
-    if bad > MAX_BAD_STEPS:
+    if jump.any() or spin.any() or stall.mean() > MAX_STALLS:
         problems.append(
             f"{int(jump.sum())} jumps, {int(stall.sum())} stalls while turning and {int(spin.sum())} rotation jumps "
             f"in {len(speed)} steps"
@@ -571,12 +573,10 @@ def solve_path(
         attempts.append(f"{method}: " + ("ok" if check.ok else "; ".join(check.problems)))
         log.info("structure from motion (%s) registered %d of %d sampled frames, %d points: %s",
                  method, len(times), len(idx), len(points), attempts[-1])  # fmt: skip
-        found = PathSolve(interpolate_poses(times, poses, num_t) if len(times) >= 2 else np.tile(poses[0], (num_t, 1, 1)),
-                          points, times, poses, len(idx), method, check, attempts)  # fmt: skip
+        path = interpolate_poses(times, poses, num_t) if len(times) >= 2 else np.tile(poses[0], (num_t, 1, 1))
+        found = PathSolve(path, points, times, poses, len(idx), method, check, attempts)  # attempts: shared, grows
         if check.ok:
             break
-    if found is not None:
-        found.attempts = attempts
     return found
 
 

@@ -58,6 +58,11 @@ def test_check_path_rejects_stalls_jumps_and_absurd_distances():
     stalled[:, :3, 3] = poses[(np.arange(60) // 15) * 15, :3, 3]
     bad = camera.check_path(np.arange(60), stalled, points, sampled=60)
     assert not bad.ok and "jumps" in bad.problems[-1] and bad.stats["jumps"] >= 3
+    # one jump: the path's second half moved away (a bad initial pair's two models)
+    split = poses.copy()
+    split[30:, :3, 3] += [5.0, 0.0, 0.0]
+    bad = camera.check_path(np.arange(60), split, points, sampled=60)
+    assert not bad.ok and bad.stats["jumps"] == 1
     # one centre far away (COLMAP put two at ~1e11 units)
     far = poses.copy()
     far[40, :3, 3] = 1e11
