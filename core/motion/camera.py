@@ -435,6 +435,59 @@ def _mapper_options():  # type: ignore[no-untyped-def]
     return opts
 
 
+def _matches_from_tracks(root: Path, names: list[str], tracks: list[tuple[np.ndarray, np.ndarray]], reader) -> None:  # type: ignore[no-untyped-def]
+    """COLMAP database ``root/database.db`` with the images ``names`` (in ``root/images``), the
+    tracked points as their keypoints and, for frames ``PAIR_GAPS`` apart, the tracks they share
+    as matches, verified geometrically (two-view geometry with the known intrinsics)."""
+    import pycolmap
+
+    db = root / "database.db"
+    pycolmap.Database.open(db).close()  # import_images wants the file to exist
+    pycolmap.import_images(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE, image_names=names,
+                           options=reader)  # fmt: skip
+    database = pycolmap.Database.open(db)
+    image_id = {im.name: im.image_id for im in database.read_all_images()}
+    for name, (pts, _) in zip(names, tracks, strict=True):
+        database.write_keypoints(image_id[name], pts)
+    pairs = []
+    for a in range(len(names)):
+        for b in (a + gap for gap in PAIR_GAPS if a + gap < len(names)):
+            _, ia, ib = np.intersect1d(tracks[a][1], tracks[b][1], assume_unique=True, return_indices=True)
+            if len(ia) >= 15:  # COLMAP's least for a verified pair
+                database.write_matches(image_id[names[a]], image_id[names[b]], np.stack([ia, ib], 1).astype(np.uint32))
+                pairs.append(f"{names[a]} {names[b]}")
+    database.close()
+    (root / "pairs.txt").write_text("\n".join(pairs) + "\n")
+    verify = pycolmap.TwoViewGeometryOptions()
+    verify.ransac.random_seed = 0
+    verify.ransac.max_error = 2.0  # tracked corners are sub-pixel
+    pycolmap.verify_matches(db, root / "pairs.txt", verify)
+
+
+def _matches_from_sift(root: Path, names: list[str], masks: list[np.ndarray] | None, reader) -> None:  # type: ignore[no-untyped-def]
+    """COLMAP database ``root/database.db``: SIFT outside the people (``masks`` uint8 [H, W], 255
+    = background, per image) and sequential matching, single-threaded (a rerun gives the same)."""
+    import pycolmap
+
+    if masks is not None:
+        (root / "masks").mkdir()
+        for name, mask in zip(names, masks, strict=True):
+            cv2.imwrite(str(root / "masks" / (name + ".png")), mask)  # COLMAP reads <image name>.png
+        reader.mask_path = str(root / "masks")
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = 1
+    pycolmap.extract_features(root / "database.db", root / "images", camera_mode=pycolmap.CameraMode.SINGLE,
+                              reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)  # fmt: skip
+    pairing = pycolmap.SequentialPairingOptions()
+    pairing.overlap = 10
+    pairing.quadratic_overlap = False  # frames far apart match a repeating texture's wrong copy
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.guided_matching = True
+    matching.num_threads = 1
+    pycolmap.match_sequential(root / "database.db", pairing_options=pairing, matching_options=matching,
+                              device=pycolmap.Device.cpu)  # fmt: skip
+
+
 def _colmap(
     root: Path,
     frames: Sequence[np.ndarray],
@@ -444,10 +497,9 @@ def _colmap(
     method: str,
     progress: Callable[[float, str], None] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """One COLMAP run in the empty folder ``root`` on frames ``idx``: features and matches from
-    ``track_background`` ("tracks") or COLMAP's SIFT outside the people masks, sequential
-    matching ("sift"). Returns registered frames [K], camera-to-scene poses [K, 4, 4] and points
-    [N, 3] of the largest model, or None."""
+    """One COLMAP run in the empty folder ``root`` on frames ``idx``, matched by ``method``
+    ("tracks": ``track_background``; "sift": COLMAP's features). Returns the registered frames
+    [K], their camera-to-scene poses [K, 4, 4] and the points [N, 3] of the largest model, or None."""
     import pycolmap
 
     pycolmap.set_random_seed(0)
@@ -455,65 +507,20 @@ def _colmap(
     names = [f"{t:06d}.jpg" for t in idx]
     for t, name in zip(idx, names, strict=True):
         cv2.imwrite(str(root / "images" / name), frames[t], [cv2.IMWRITE_JPEG_QUALITY, 95])
-    db = root / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "PINHOLE"
     reader.camera_params = ",".join(str(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    if progress:
+        progress(0.06, f"camera: matching ({method})")
     if method == "tracks":
-        if progress:
-            progress(0.06, "camera: tracking")
-        tracks = track_background(frames, labels, idx)
-        pycolmap.Database.open(db).close()
-        pycolmap.import_images(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE, image_names=names,
-                               options=reader)  # fmt: skip
-        database = pycolmap.Database.open(db)
-        image_id = {im.name: im.image_id for im in database.read_all_images()}
-        for name, (pts, _) in zip(names, tracks, strict=True):
-            database.write_keypoints(image_id[name], pts)
-        pairs = []
-        for a in range(len(names)):
-            for gap in PAIR_GAPS:
-                b = a + gap
-                if b >= len(names):
-                    break
-                _, ia, ib = np.intersect1d(tracks[a][1], tracks[b][1], assume_unique=True, return_indices=True)
-                if len(ia) >= 15:
-                    database.write_matches(image_id[names[a]], image_id[names[b]], np.stack([ia, ib], 1).astype(np.uint32))
-                    pairs.append(f"{names[a]} {names[b]}")
-        database.close()
-        (root / "pairs.txt").write_text("\n".join(pairs) + "\n")
-        verify = pycolmap.TwoViewGeometryOptions()
-        verify.ransac.random_seed = 0
-        verify.ransac.max_error = 2.0  # tracked corners are sub-pixel
-        if progress:
-            progress(0.09, "camera: verifying matches")
-        pycolmap.verify_matches(db, root / "pairs.txt", verify)
+        _matches_from_tracks(root, names, track_background(frames, labels, idx), reader)
     else:
-        masks = root / "masks"
-        masks.mkdir()
-        if labels is not None:
-            for t, name in zip(idx, names, strict=True):
-                h, w = frames[t].shape[:2]
-                cv2.imwrite(str(masks / (name + ".png")), background_mask(labels[t], (w, h)))  # COLMAP reads <image>.png
-            reader.mask_path = str(masks)
-        if progress:
-            progress(0.06, "camera: features")
-        extraction = pycolmap.FeatureExtractionOptions()
-        extraction.num_threads = 1
-        pycolmap.extract_features(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                                  extraction_options=extraction, device=pycolmap.Device.cpu)  # fmt: skip
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = 10
-        pairing.quadratic_overlap = False  # frames far apart match a repeating texture's wrong copy
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.guided_matching = True
-        matching.num_threads = 1
-        if progress:
-            progress(0.09, "camera: matching")
-        pycolmap.match_sequential(db, pairing_options=pairing, matching_options=matching, device=pycolmap.Device.cpu)
+        sizes = [frames[t].shape[1::-1] for t in idx]
+        masks = None if labels is None else [background_mask(labels[t], sz) for t, sz in zip(idx, sizes, strict=True)]
+        _matches_from_sift(root, names, masks, reader)
     if progress:
         progress(0.12, "camera: mapping")
-    recs = pycolmap.incremental_mapping(db, root / "images", root / "sparse", options=_mapper_options())
+    recs = pycolmap.incremental_mapping(root / "database.db", root / "images", root / "sparse", options=_mapper_options())
     if not recs:
         return None
     rec = max(recs.values(), key=lambda r: r.num_reg_images())
