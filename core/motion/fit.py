@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import uniform_filter1d
 from smplx.lbs import batch_rodrigues
 
 from .body import BodyOutput, SparseBody
@@ -38,6 +39,8 @@ log = logging.getLogger("troupe.motion")
 # COCO-17 indices used to place and orient a body before its pose is known.
 TORSO = (5, 6, 11, 12)  # shoulders, hips
 RIGID = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # face + torso
+ORDER_GAP = 0.1  # m the pelvis of a person in front is nearer the camera, at least (depth order)
+ORDER_MIN = 0.03  # share of a body's surface samples hidden by another that is no evidence yet (fit noise)
 MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the coverage half of the silhouette term
 # Weight of each COCO-17 keypoint in the fit: SMPL-X hip joints sit higher and further in
 # than annotated hips (core.keypoints), so they count less.
@@ -67,9 +70,11 @@ class FitConfig:
     w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
     w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
     w_depth_order: float = 10.0  # who is in front where masks say so (m^2, mean over surface points)
+    depth_order_inside: float = 0.05  # a point counts as hidden by another person's mask this far inside it (share of the person's size)
     w_silhouette: float = 1.0  # body surface outside the person's (or an occluder's) mask (mean over points)
     contact_height: float = 0.05  # a foot point this close to the person's lowest one (m) may be in contact
     contact_speed: float = 0.4  # and moving slower than this (m/s, over a few frames)
+    contact_still: float = 0.008  # static camera: an ankle keypoint slower than this (share of the person's size per frame) marks its foot as planted (0: off)
     w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
@@ -284,6 +289,7 @@ class Fitter:
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
             self._prepare_masks()
+        self.static_camera = bool(np.allclose(state.world_to_cam, state.world_to_cam[:1], atol=1e-6))
 
     # -- forward -------------------------------------------------------------------------
 
@@ -407,6 +413,7 @@ class Fitter:
         assert labels is not None
         num_t, h, w = labels.shape
         field_ = np.zeros((self.num_p, num_t, h, w), np.float32)
+        inside = np.zeros((self.num_p, num_t, h, w), np.float32)  # distance to the edge of p's own mask, inside it
         has = np.zeros((self.num_p, num_t), bool)
         m = MASK_SAMPLES
         samples = np.zeros((self.num_p, num_t, m, 2), np.float32)
@@ -418,10 +425,12 @@ class Fitter:
                 has[p, t] = len(xs) > 0
                 if has[p, t]:
                     field_[p, t] = cv2.distanceTransform((~people).astype(np.uint8), cv2.DIST_L2, 3)
+                    inside[p, t] = cv2.distanceTransform((labels[t] == p + 1).astype(np.uint8), cv2.DIST_L2, 3)
                     pick = rng.integers(0, len(xs), m)
                     samples[p, t, :, 0] = (xs[pick] + 0.5) / self.obs.label_scale
                     samples[p, t, :, 1] = (ys[pick] + 0.5) / self.obs.label_scale
         self.mask_dist = torch.as_tensor(field_, device=self.device)
+        self.mask_inside = torch.as_tensor(inside, device=self.device)
         self.mask_has = torch.as_tensor(has, device=self.device)
         self.mask_samples = torch.as_tensor(samples, device=self.device)  # [P,T,M,2] image px inside each mask
 
@@ -461,18 +470,27 @@ class Fitter:
             iy = (uv[..., 1] * s).long().clamp(0, h - 1)
             t_idx = torch.arange(self.num_t, device=self.device)[None, :, None].expand_as(ix)
             lab = self.labels[t_idx, iy, ix]  # [P,T,S] label under each projected point
+            # hidden[a][b]: [T] share of a's surface that lands well inside b's mask (b hides it there);
+            # only well inside: a body fitted a little wider than its own mask spills onto the mask
+            # of whoever stands behind it, which is no evidence
+            hidden = [[torch.zeros(self.num_t, device=self.device) for _ in range(self.num_p)] for _ in range(self.num_p)]
+            for a in range(self.num_p):
+                margin = max(c.depth_order_inside, 1e-6) * self.scale[a][:, None] * self.obs.label_scale
+                for b in range(self.num_p):
+                    if a != b:
+                        deep = self._sample(self.mask_inside[b : b + 1], uv[a : a + 1].detach())[0]  # [T,S]
+                        hidden[a][b] = ((lab[a] == b + 1).float() * (deep / margin).clamp(0.0, 1.0)).mean(-1)
+            # Where one body hides clearly more of the other than the other way round (by more than
+            # ORDER_MIN of its surface), it is in front: its pelvis nearer the camera by ORDER_GAP,
+            # paid in proportion to that evidence.
+            depth = self.to_camera(out.joints[:, :, :1])[..., 0, 2]  # [P,T] pelvis depth
             order = torch.zeros((), device=self.device)
             for a in range(self.num_p):
-                for b in range(self.num_p):
-                    if a == b:
-                        continue
-                    on_b = (lab[a] == b + 1).float()  # [T,S] a's points covered by b's mask
-                    if not bool(on_b.any()):
-                        continue
-                    d2 = torch.cdist(uv[a].detach(), uv[b].detach())  # [T,S,S]
-                    nearest = d2.argmin(-1)  # b's point under a's point
-                    zb = torch.gather(z[b], 1, nearest)
-                    order = order + (on_b * torch.relu(zb + 0.05 - z[a]) ** 2).mean(-1).sum()
+                for b in range(a + 1, self.num_p):
+                    ev = hidden[a][b] - hidden[b][a]  # > 0: b in front of a
+                    behind_b = torch.relu(depth[b] - depth[a] + ORDER_GAP) ** 2
+                    behind_a = torch.relu(depth[a] - depth[b] + ORDER_GAP) ** 2
+                    order = order + (torch.relu(ev - ORDER_MIN) * behind_b + torch.relu(-ev - ORDER_MIN) * behind_a).sum()
             total = total + c.w_depth_order * order
         return total
 
@@ -562,7 +580,15 @@ class Fitter:
         y = feet[..., 1]
         above_lowest = y - y.min(-1, keepdim=True).values
         near = torch.exp(-((above_lowest / c.contact_height) ** 2)) * torch.sigmoid((2 * c.contact_height - y) / 0.02)
-        contact = near * torch.exp(-((speed / c.contact_speed) ** 2))
+        slow = torch.exp(-((speed / c.contact_speed) ** 2))
+        if self.static_camera and c.contact_still > 0:
+            # a static camera sees a planted foot as an ankle keypoint that stays put: steadier than
+            # the fit's own foot speed, whose depth wanders from frame to frame
+            still, seen = planted_feet(self.obs.keypoints, c.min_confidence, c.contact_still)
+            side = [0, 0, 0, 1, 1, 1]  # FOOT_VERTICES: left toes and heel, then right
+            slow = torch.where(torch.as_tensor(seen[:, :, side], device=self.device), torch.as_tensor(still[:, :, side], dtype=slow.dtype, device=self.device), slow)
+            near = torch.exp(-((above_lowest / c.contact_height) ** 2))  # the image says down: no height gate
+        contact = near * slow
         v = time_slope(out.joints[:, :, 0].detach(), 4.0) * horizontal * fps  # [P,T,3] pelvis velocity
         vn = torch.linalg.vector_norm(v, dim=-1)
         travel = v / vn[..., None].clamp(min=1e-6)
@@ -600,6 +626,27 @@ class WorldCues:
     contact: torch.Tensor  # [P, T, 6] soft contact of the foot points (body.FOOT_VERTICES)
     travel: torch.Tensor  # [P, T, 3] unit horizontal direction of travel of the pelvis
     travel_weight: torch.Tensor  # [P, T] how much the direction of travel counts (0 when standing)
+
+
+def planted_feet(keypoints: np.ndarray, min_conf: float, still: float, sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """How planted each foot is, from a static camera's view of the ankles: keypoints [P, T, 17, 3]
+    -> weight [P, T, 2] in [0, 1] (left, right; 1 = the ankle keypoint stays put, 0 = it moves
+    faster than a few ``still``: its speed over about ``sigma`` frames, as a share of the person's
+    size in pixels) and seen [P, T, 2] (the ankle was seen there; elsewhere the weight says nothing)."""
+    num_p, num_t = keypoints.shape[:2]
+    ank = keypoints[:, :, [15, 16]]
+    seen = ank[..., 2] >= min_conf
+    filled = ank[..., :2].astype(np.float64).copy()
+    for p in range(num_p):
+        for s in range(2):
+            ok = np.flatnonzero(seen[p, :, s])
+            for c in range(2):
+                filled[p, :, s, c] = np.interp(np.arange(num_t), ok, ank[p, ok, s, c]) if len(ok) >= 2 else 0.0
+    # a gap longer than the slope's window says nothing about the frames in it
+    near_seen = uniform_filter1d(seen.astype(np.float64), size=int(2 * sigma) + 1, axis=1, mode="nearest") > 0.5
+    speed = np.linalg.norm(time_slope(torch.as_tensor(filled), sigma).numpy(), axis=-1)  # [P,T,2] px per frame
+    speed /= person_scale(keypoints, min_conf)[..., None]
+    return np.exp(-((speed / still) ** 2)), seen & near_seen
 
 
 def time_slope(x: torch.Tensor, sigma: float) -> torch.Tensor:

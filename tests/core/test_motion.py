@@ -157,6 +157,65 @@ def test_mask_sampling_survives_points_far_off_the_image():
     assert out[0, 0, 2].item() == pytest.approx(0.0, abs=1e-4)  # the top-left corner
 
 
+def test_planted_feet_are_read_from_still_ankles():
+    # one person, 40 frames, 3 px keypoint noise: the left ankle stands (stance), the right one swings
+    # forward 12 px a frame (a walk at 7 m seen at 640 px), then both stand; a dropped stretch says nothing
+    rng = np.random.default_rng(0)
+    num_t = 40
+    kps = np.zeros((1, num_t, 17, 3))
+    kps[..., 2] = 1.0
+    kps[0, :, :, 0] = 300.0
+    kps[0, :, :, 1] = np.linspace(120, 260, 17)[None]  # a figure about 140 px tall
+    kps[0, :20, 16, 0] = 240.0 + 12.0 * np.arange(20)  # right ankle swinging
+    kps[0, 20:, 16, 0] = kps[0, 19, 16, 0]
+    kps[..., :2] += rng.normal(0, 3.0, kps[..., :2].shape)
+    kps[0, 30:36, 15, 2] = 0.0  # the left ankle unseen for 6 frames
+    still, seen = fit.planted_feet(kps, 0.2, 0.008)
+    assert still.shape == seen.shape == (1, num_t, 2)
+    left, right = still[0, :, 0], still[0, :, 1]
+    assert left[3:28].mean() > 0.6  # standing foot: planted, mostly, through the noise
+    assert right[3:17].max() < 0.05  # swinging foot: not planted
+    assert right[25:].mean() > 0.6  # and planted once it stops
+    assert not seen[0, 31:35, 0].any() and seen[0, 31:35, 1].all()
+
+
+def _order_cost(labels: np.ndarray, boxes: list[tuple[float, float]], depths: tuple[float, float]) -> float:
+    """The depth-order term of two people on one frame: person p's body covers image columns
+    ``boxes[p]`` (rows 10-50) at depth ``depths[p]``; ``labels`` [1, h, w] are the masks."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(obs=SimpleNamespace(labels=labels, label_scale=1.0), num_p=2, num_t=1, device=torch.device("cpu"))
+    fit.Fitter._prepare_masks(fake)  # type: ignore[arg-type]
+    fake.labels = torch.as_tensor(labels)
+    fake.scale = torch.full((2, 1), 100.0)  # people 100 px tall: "well inside" is 5 px
+    fake.cfg = fit.FitConfig(w_silhouette=0.0)
+    fake._sample = lambda grid, uv: fit.Fitter._sample(fake, grid, uv)  # type: ignore[misc]
+    pts = [np.stack(np.meshgrid(np.linspace(x0 + 0.5, x1 - 0.5, 15), np.linspace(10.5, 49.5, 20)), -1).reshape(-1, 2) for x0, x1 in boxes]
+    uv = torch.tensor(np.stack(pts)[:, None], dtype=torch.float32)  # [P,T,S,2]
+    z = torch.tensor(depths, dtype=torch.float32)[:, None, None].expand(2, 1, uv.shape[2])
+    fake.project = lambda _: (uv, z)  # type: ignore[misc]
+    fake.to_camera = lambda _: torch.stack([torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), z[..., :1]], -1)  # type: ignore[misc]
+    out = SimpleNamespace(surface=torch.zeros(2, 1, uv.shape[2], 3), joints=torch.zeros(2, 1, 55, 3))
+    return float(fit.Fitter.mask_terms(fake, out))  # type: ignore[arg-type]
+
+
+def test_depth_order_needs_one_body_hiding_the_other():
+    labels = np.zeros((1, 60, 100), np.int64)
+    labels[0, 10:50, 30:60] = 1  # person 0 behind: seen right of the overlap
+    labels[0, 10:50, 20:40] = 2  # person 1 in front hides person 0 over columns 30-40
+    overlap = [(30.0, 60.0), (20.0, 40.0)]
+    assert _order_cost(labels, overlap, (8.0, 6.0)) == 0.0  # the front one is nearer: nothing to pay
+    wrong, close = _order_cost(labels, overlap, (6.0, 8.0)), _order_cost(labels, overlap, (8.0, 7.95))
+    assert wrong > 50 * close > 0.0  # the hidden one nearer pays, the more the farther off
+    # side by side, not overlapping: bodies fitted 3 px wider than their masks spill onto each other's
+    # masks, which says nothing about who is in front
+    labels = np.zeros((1, 60, 100), np.int64)
+    labels[0, 10:50, 20:40] = 1
+    labels[0, 10:50, 40:60] = 2
+    spill = [(20.0, 43.0), (37.0, 60.0)]
+    assert _order_cost(labels, spill, (8.0, 6.0)) == 0.0 and _order_cost(labels, spill, (6.0, 8.0)) == 0.0
+
+
 def test_interpolated_camera_poses_hold_the_keyframes():
     from scipy.spatial.transform import Rotation
 
