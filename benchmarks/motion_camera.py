@@ -88,7 +88,7 @@ def solve(frames: list[np.ndarray], inp: MotionInputs, K: np.ndarray, methods: l
 
 
 def describe(cam: camera.CameraSolve) -> dict:
-    info = getattr(cam, "path_info", None)  # None: a static camera (or code before the path check)
+    info = cam.path_info
     if info is None:
         return {"camera": cam.kind, "method": "", "registered": 0, "sampled": 0, "check": cam.scale_note}
     return {
@@ -120,7 +120,7 @@ def run_scenes(args: argparse.Namespace) -> list[dict]:
             r = {"scene": folder.name, "run": run, "seconds": sec, **describe(cam), **score(cam.cam_to_scene, w2c)}
             rows.append(r)
             print(
-                f"| {r['scene']} | {run} | {r['registered']}/{r['sampled']} | {r['method'] or r['camera']} | {r['check']} | "
+                f"| {r['scene']} | {run} | {r['registered']}/{r['sampled']} | {r['method'] if r['camera'] == 'moving' else 'static'} | {r['check']} | "
                 f"{r['rot_mean_deg']:.2f} / {r['rot_max_deg']:.2f} | {r['centre_mean_m']:.3f} / {r['centre_max_m']:.3f} | "
                 f"{r['centre_mean_pct']:.1f} / {r['centre_max_pct']:.1f} | {sec:.0f} |",
                 flush=True,
