@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import median_filter
 from smplx.lbs import batch_rodrigues
 
 from .body import BodyOutput, SparseBody
@@ -39,6 +39,7 @@ log = logging.getLogger("troupe.motion")
 # COCO-17 indices used to place and orient a body before its pose is known.
 TORSO = (5, 6, 11, 12)  # shoulders, hips
 RIGID = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # face + torso
+DEPTH_WINDOW = 9  # frames whose median torso-size depth starts each frame (init_translation)
 ORDER_GAP = 0.1  # m the pelvis of a person in front is nearer the camera, at least (depth order)
 ORDER_MIN = 0.03  # share of a body's surface samples hidden by another that is no evidence yet (fit noise)
 MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the coverage half of the silhouette term
@@ -74,7 +75,7 @@ class FitConfig:
     w_silhouette: float = 1.0  # body surface outside the person's (or an occluder's) mask (mean over points)
     contact_height: float = 0.05  # a foot point this close to the person's lowest one (m) may be in contact
     contact_speed: float = 0.4  # and moving slower than this (m/s, over a few frames)
-    contact_still: float = 0.008  # static camera: an ankle keypoint slower than this (share of the person's size per frame) marks its foot as planted (0: off)
+    contact_still: float = 0.008  # an ankle keypoint drifting slower than this against the camera's own motion (share of the person's size per frame) marks its foot as planted (0: off)
     w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
@@ -178,24 +179,26 @@ def init_translation(
     Returns:
         [P, T, 3] pelvis positions (camera frame), interpolated over frames without a torso.
     """
-    pairs = [(5, 11), (6, 12), (5, 6), (11, 12), (5, 12), (6, 11)]
+    # Shoulder-to-hip lengths do not shrink when a person turns, the diagonals shrink a little and
+    # the widths a lot (to nothing in profile): the first group with a pair seen decides.
+    groups = (((5, 11), (6, 12)), ((5, 12), (6, 11)), ((5, 6), (11, 12)))
     num_p, num_t = kps.shape[:2]
     out = np.full((num_p, num_t, 3), np.nan)
     f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
     for p in range(num_p):
         for t in range(num_t):
             k = kps[p, t]
-            # torso height (shoulder-hip) does not shrink when a person turns; shoulder width does
-            ratios = []
-            for a, b in pairs:
-                if k[a, 2] >= min_conf and k[b, 2] >= min_conf:
-                    l2d = np.linalg.norm(k[a, :2] - k[b, :2])
-                    l3d = np.linalg.norm(rest_coco[a] - rest_coco[b])
-                    if l2d > 2:
-                        ratios.append(l3d / l2d)
+            ratios: list[float] = []
+            for group in groups:
+                for a, b in group:
+                    l2d = float(np.linalg.norm(k[a, :2] - k[b, :2]))
+                    if k[a, 2] >= min_conf and k[b, 2] >= min_conf and l2d > 2:
+                        ratios.append(float(np.linalg.norm(rest_coco[a] - rest_coco[b])) / l2d)
+                if ratios:
+                    break
             if not ratios:
                 continue
-            z = f[t] * max(ratios[:2]) if len(ratios) >= 2 else f[t] * max(ratios)
+            z = f[t] * float(np.mean(ratios)) if group is not groups[-1] else f[t] * max(ratios)
             seen = [i for i in (11, 12, 5, 6) if k[i, 2] >= min_conf]
             hips = [i for i in (11, 12) if k[i, 2] >= min_conf]
             use = hips or seen
@@ -207,6 +210,11 @@ def init_translation(
             out[p, t] = centre
         for c in range(3):
             out[p, :, c] = _fill_nan_1d(out[p, :, c], default=[0.0, 0.0, 4.0][c])
+        # people do not jump in depth: each frame's distance along its ray is the median of its
+        # neighbours' (one frame's torso is a few dozen pixels, noisy, and dropped or foreshortened)
+        z = out[p, :, 2]
+        zmed = median_filter(z, size=min(DEPTH_WINDOW, num_t), mode="nearest")
+        out[p] *= (zmed / np.maximum(z, 1e-6))[:, None]
     return out
 
 
@@ -289,7 +297,6 @@ class Fitter:
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
             self._prepare_masks()
-        self.static_camera = bool(np.allclose(state.world_to_cam, state.world_to_cam[:1], atol=1e-6))
 
     # -- forward -------------------------------------------------------------------------
 
@@ -581,10 +588,12 @@ class Fitter:
         above_lowest = y - y.min(-1, keepdim=True).values
         near = torch.exp(-((above_lowest / c.contact_height) ** 2)) * torch.sigmoid((2 * c.contact_height - y) / 0.02)
         slow = torch.exp(-((speed / c.contact_speed) ** 2))
-        if self.static_camera and c.contact_still > 0:
-            # a static camera sees a planted foot as an ankle keypoint that stays put: steadier than
-            # the fit's own foot speed, whose depth wanders from frame to frame
-            still, seen = planted_feet(self.obs.keypoints, c.min_confidence, c.contact_still)
+        if c.contact_still > 0:
+            # the image sees a planted foot as an ankle keypoint that moves only with the camera:
+            # steadier than the fit's own foot speed, whose depth wanders from frame to frame
+            ankles = out.coco[:, :, 15:17].detach().cpu().numpy().astype(np.float64)
+            w2c = self.w2c.detach().cpu().numpy().astype(np.float64)
+            still, seen = planted_feet(self.obs.keypoints, c.min_confidence, c.contact_still, ankles, self.obs.K, w2c)
             side = [0, 0, 0, 1, 1, 1]  # FOOT_VERTICES: left toes and heel, then right
             slow = torch.where(torch.as_tensor(seen[:, :, side], device=self.device), torch.as_tensor(still[:, :, side], dtype=slow.dtype, device=self.device), slow)
             near = torch.exp(-((above_lowest / c.contact_height) ** 2))  # the image says down: no height gate
@@ -628,25 +637,54 @@ class WorldCues:
     travel_weight: torch.Tensor  # [P, T] how much the direction of travel counts (0 when standing)
 
 
-def planted_feet(keypoints: np.ndarray, min_conf: float, still: float, sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """How planted each foot is, from a static camera's view of the ankles: keypoints [P, T, 17, 3]
-    -> weight [P, T, 2] in [0, 1] (left, right; 1 = the ankle keypoint stays put, 0 = it moves
-    faster than a few ``still``: its speed over about ``sigma`` frames, as a share of the person's
-    size in pixels) and seen [P, T, 2] (the ankle was seen there; elsewhere the weight says nothing)."""
+def planted_feet(
+    keypoints: np.ndarray,
+    min_conf: float,
+    still: float,
+    ankles: np.ndarray | None = None,
+    K: np.ndarray | None = None,
+    world_to_cam: np.ndarray | None = None,
+    sigma: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """How planted each foot is, read from the ankle keypoints [P, T, 17, 3] -> weight [P, T, 2]
+    (left, right) in [0, 1] and seen [P, T, 2] (the ankle was seen at t and over most of the
+    frames around it; elsewhere the weight says nothing).
+
+    A planted foot stays put in the world, so its ankle keypoint moves in the image only as far as
+    the camera's motion moves a fixed point. With ``ankles`` [P, T, 2, 3] (the fit's ankle points,
+    world frame) and the cameras (``K`` [T, 3, 3], ``world_to_cam`` [T, 4, 4]), the keypoints of
+    the frames around t are compared with where frame t's fitted ankle would appear in them if it
+    stayed put; without them (a static camera) with each other. The drift of that difference (a
+    Gaussian-weighted straight-line fit over about ``sigma`` frames, as a share of the person's
+    size in pixels per frame) gives the weight: 1 well below ``still``, 0 at a few ``still``."""
     num_p, num_t = keypoints.shape[:2]
-    ank = keypoints[:, :, [15, 16]]
-    seen = ank[..., 2] >= min_conf
-    filled = ank[..., :2].astype(np.float64).copy()
-    for p in range(num_p):
-        for s in range(2):
-            ok = np.flatnonzero(seen[p, :, s])
-            for c in range(2):
-                filled[p, :, s, c] = np.interp(np.arange(num_t), ok, ank[p, ok, s, c]) if len(ok) >= 2 else 0.0
-    # a gap longer than the slope's window says nothing about the frames in it
-    near_seen = uniform_filter1d(seen.astype(np.float64), size=int(2 * sigma) + 1, axis=1, mode="nearest") > 0.5
-    speed = np.linalg.norm(time_slope(torch.as_tensor(filled), sigma).numpy(), axis=-1)  # [P,T,2] px per frame
-    speed /= person_scale(keypoints, min_conf)[..., None]
-    return np.exp(-((speed / still) ** 2)), seen & near_seen
+    ank = keypoints[:, :, [15, 16]].astype(np.float64)
+    seen = ank[..., 2] >= min_conf  # [P,T,2]
+    r = min(int(math.ceil(2.5 * sigma)), num_t - 1)
+    frames = np.arange(num_t)
+    s0, s1, s2, full = (np.zeros((num_p, num_t, 2)) for _ in range(4))
+    sx, skx = np.zeros((num_p, num_t, 2, 2)), np.zeros((num_p, num_t, 2, 2))
+    for k in range(-r, r + 1):
+        src = frames + k
+        inside = (src >= 0) & (src < num_t)
+        src = src.clip(0, num_t - 1)
+        g = math.exp(-0.5 * (k / sigma) ** 2) * inside[None, :, None]
+        w = g * seen[:, src]
+        x = ank[:, src, :, :2]  # [P,T,2,2] the keypoints of frame t+k
+        if ankles is not None and K is not None and world_to_cam is not None:
+            cam = np.einsum("tab,ptsb->ptsa", world_to_cam[src, :3, :3], ankles) + world_to_cam[src][None, :, None, :3, 3]
+            uvw = np.einsum("tab,ptsb->ptsa", K[src], cam)
+            x = x - uvw[..., :2] / np.maximum(uvw[..., 2:], 1e-6)  # minus where frame t's ankle appears then
+        full += np.broadcast_to(g, full.shape)
+        s0 += w
+        s1 += w * k
+        s2 += w * k * k
+        sx += w[..., None] * x
+        skx += (w * k)[..., None] * x
+    den = np.maximum(s0 * s2 - s1 * s1, 1e-9)[..., None]
+    slope = (s0[..., None] * skx - s1[..., None] * sx) / den  # [P,T,2,2] px per frame
+    speed = np.linalg.norm(slope, axis=-1) / person_scale(keypoints, min_conf)[..., None]
+    return np.exp(-((speed / still) ** 2)), seen & (s0 > 0.5 * full)
 
 
 def time_slope(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -179,6 +179,31 @@ def test_planted_feet_are_read_from_still_ankles():
     assert not seen[0, 31:35, 0].any() and seen[0, 31:35, 1].all()
 
 
+def test_planted_feet_take_the_camera_motion_out():
+    # a camera sliding sideways 5 cm a frame past a foot planted 7 m away: its keypoint sweeps across
+    # the image, which is the camera's doing, so the foot is planted; the other foot walks along with
+    # the camera and stays put in the image, so it is not
+    num_t = 30
+    K = np.tile(intrinsics((640, 360), 600.0, 1), (num_t, 1, 1))
+    w2c = np.tile(np.eye(4), (num_t, 1, 1))
+    w2c[:, 0, 3] = -0.05 * np.arange(num_t)  # camera centre at x = 0.05 t
+    ankles = np.zeros((1, num_t, 2, 3))
+    ankles[0, :, 0] = [0.0, 1.0, 7.0]
+    ankles[0, :, 1, 0] = 0.2 + 0.05 * np.arange(num_t)
+    ankles[0, :, 1, 1:] = [1.0, 7.0]
+    kps = np.zeros((1, num_t, 17, 3))
+    kps[..., 2] = 1.0
+    kps[0, :, :, :2] = [320.0, 200.0]
+    kps[0, :, 0, 1], kps[0, :, 11, 1] = 60.0, 150.0  # a figure 140 px tall
+    cam = np.einsum("tab,ptsb->ptsa", w2c[:, :3, :3], ankles) + w2c[None, :, None, :3, 3]
+    kps[0, :, 15:17, :2] = 600.0 * cam[0, :, :, :2] / cam[0, :, :, 2:] + [320.0, 180.0]
+    still, seen = fit.planted_feet(kps, 0.2, 0.008, ankles, K, w2c)
+    assert seen.all()
+    assert still[0, :, 0].min() > 0.99 and still[0, :, 1].max() < 0.05
+    naive, _ = fit.planted_feet(kps, 0.2, 0.008)  # taken as a static camera: the other way round
+    assert naive[0, :, 0].max() < 0.05 and naive[0, :, 1].min() > 0.99
+
+
 def _order_cost(labels: np.ndarray, boxes: list[tuple[float, float]], depths: tuple[float, float]) -> float:
     """The depth-order term of two people on one frame: person p's body covers image columns
     ``boxes[p]`` (rows 10-50) at depth ``depths[p]``; ``labels`` [1, h, w] are the masks."""
