@@ -70,7 +70,7 @@ class FitConfig:
     w_ground: float = 100.0  # points below the floor
     w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
     w_people: float = 100.0  # interpenetration between people (m^2 of sphere overlap)
-    w_depth_order: float = 10.0  # who is in front where masks say so (m^2, mean over surface points)
+    w_depth_order: float = 10.0  # who is in front where masks say so (m^2 of pelvis depth out of order, times the share of the body hidden)
     depth_order_inside: float = 0.05  # a point counts as hidden by another person's mask this far inside it (share of the person's size)
     w_silhouette: float = 1.0  # body surface outside the person's (or an occluder's) mask (mean over points)
     contact_height: float = 0.05  # a foot point this close to the person's lowest one (m) may be in contact
@@ -462,7 +462,7 @@ class Fitter:
         if self.labels is None:
             return torch.zeros((), device=self.device)
         c = self.cfg
-        uv, z = self.project(out.surface)  # [P,T,S,2], [P,T,S]
+        uv, _ = self.project(out.surface)  # [P,T,S,2]
         dist = self._sample(self.mask_dist, uv) / self.obs.label_scale  # in image pixels
         outside = gmof((dist / self.scale[..., None]) ** 2, 0.2).mean(-1)
         # and the other way: every visible part of the mask has some of the body near it
@@ -595,8 +595,10 @@ class Fitter:
             w2c = self.w2c.detach().cpu().numpy().astype(np.float64)
             still, seen = planted_feet(self.obs.keypoints, c.min_confidence, c.contact_still, ankles, self.obs.K, w2c)
             side = [0, 0, 0, 1, 1, 1]  # FOOT_VERTICES: left toes and heel, then right
-            slow = torch.where(torch.as_tensor(seen[:, :, side], device=self.device), torch.as_tensor(still[:, :, side], dtype=slow.dtype, device=self.device), slow)
-            near = torch.exp(-((above_lowest / c.contact_height) ** 2))  # the image says down: no height gate
+            told = torch.as_tensor(seen[:, :, side], device=self.device)
+            slow = torch.where(told, torch.as_tensor(still[:, :, side], dtype=slow.dtype, device=self.device), slow)
+            # where the image says planted, the foot is down whatever the fit's height says
+            near = torch.where(told, torch.exp(-((above_lowest / c.contact_height) ** 2)), near)
         contact = near * slow
         v = time_slope(out.joints[:, :, 0].detach(), 4.0) * horizontal * fps  # [P,T,3] pelvis velocity
         vn = torch.linalg.vector_norm(v, dim=-1)
