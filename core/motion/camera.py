@@ -259,6 +259,8 @@ def solve_camera(
         note = f"structure from motion failed ({why}): treated as static"
         return CameraSolve("static", None, motion, note, path_info=solved)
     note = "metric scale from the people's feet on the reconstructed floor"
+    if solved.method == "rotation":
+        note = "turning in place (no structure from motion baseline): rotation only"
     return CameraSolve("moving", solved.cam_to_scene, motion, note, solved.points, path_info=solved)
 
 
@@ -538,7 +540,56 @@ def _colmap(
     return np.asarray(known_t)[order], np.asarray(known)[order], points
 
 
-SFM_METHODS = ("tracks", "sift")  # solve_path's attempts, in order
+SFM_METHODS = ("tracks", "sift", "rotation")  # solve_path's attempts, in order
+
+
+ROTATION_PX = 3.0  # median error (px at 640 px width) within which a pure turn must explain the background tracks: a hand-held
+# camera's small sway is accepted (better than no turn at all once structure from motion found no baseline), a walk past the scene is not
+ROTATION_MIN_TRACKS = 30  # background tracks two neighbouring sampled frames must share
+
+
+def solve_rotation(
+    frames: Sequence[np.ndarray], labels: np.ndarray | None, K: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """A camera that turns in place (a pan or tilt from a tripod or a steady hand): structure from
+    motion has no baseline to start from, but every background point then moves by the same
+    homography ``K R K^-1``. Between neighbouring frames of ``idx`` the tracked background corners
+    (``track_background``) give the homography (RANSAC), its nearest rotation R, and the error
+    with which R alone moves the tracks; R is chained along the clip.
+
+    Returns (times [K], camera-to-scene poses [K, 4, 4] with the centre fixed at the origin), or a
+    sentence saying why the camera does not just turn (too few tracks, or parallax: R leaves the
+    tracks more than ``ROTATION_PX`` off, so the camera also moves)."""
+    tracks = track_background(frames, labels, idx)
+    k_inv = np.linalg.inv(K)
+    tol = ROTATION_PX * frames[0].shape[1] / 640
+    w2c = [np.eye(3)]
+    errors = []
+    for k in range(1, len(idx)):
+        (pa, ia), (pb, ib) = tracks[k - 1], tracks[k]
+        common, ja, jb = np.intersect1d(ia, ib, return_indices=True)
+        if len(common) < ROTATION_MIN_TRACKS:
+            return f"{len(common)} background tracks between frames {idx[k - 1]} and {idx[k]}"
+        a, b = pa[ja].astype(np.float64), pb[jb].astype(np.float64)
+        hom, inl = cv2.findHomography(a, b, cv2.RANSAC, 2.0 * tol)
+        if hom is None:
+            return f"no homography between frames {idx[k - 1]} and {idx[k]}"
+        inl = inl.ravel().astype(bool)  # tracks on something that moves itself (an unmasked person) drop out
+        if inl.mean() < 0.7:
+            return f"no one motion moves most of the background between frames {idx[k - 1]} and {idx[k]}"
+        u, _, vt = np.linalg.svd(k_inv @ hom @ K)
+        rot = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt  # the nearest rotation
+        moved = (K @ rot @ k_inv @ np.concatenate([a[inl], np.ones((int(inl.sum()), 1))], 1).T).T
+        err = np.linalg.norm(moved[:, :2] / moved[:, 2:] - b[inl], axis=1)
+        errors.append(float(np.median(err)))
+        if errors[-1] > tol:
+            return f"the background moves with parallax between frames {idx[k - 1]} and {idx[k]} ({errors[-1]:.1f} px off a pure turn)"
+        w2c.append(rot @ w2c[-1])  # directions in camera k = rot @ directions in camera k-1
+    poses = np.tile(np.eye(4), (len(idx), 1, 1))
+    poses[:, :3, :3] = np.transpose(np.stack(w2c), (0, 2, 1))
+    turn = Rotation.from_matrix(poses[-1, :3, :3] @ poses[0, :3, :3].T).magnitude()
+    log.info("camera turning in place: %.1f deg over the clip, tracks within %.2f px of a pure turn", np.degrees(turn), max(errors, default=0.0))
+    return idx.astype(np.int64), poses
 
 
 def solve_path(
@@ -554,8 +605,10 @@ def solve_path(
     the other frames are interpolated. labels [T, h, w] (people > 0) or None.
 
     Each of ``methods`` is tried in turn until one gives a path that passes ``check_path``:
-    "tracks" (background corners tracked frame to frame, their shared tracks the matches) and
-    "sift" (COLMAP's SIFT features, sequential matching). Returns the first path that passes, else
+    "tracks" (background corners tracked frame to frame, their shared tracks the matches),
+    "sift" (COLMAP's SIFT features, sequential matching) and "rotation" (a camera turning in place,
+    ``solve_rotation``: no structure from motion, accepted when a pure turn explains the tracks).
+    Returns the first path that passes, else
     the last one found (``check.ok`` False: not to be used), or None when nothing registered."""
     try:
         import pycolmap  # noqa: F401
@@ -569,14 +622,24 @@ def solve_path(
     found: PathSolve | None = None
     attempts: list[str] = []
     for method in methods:
-        with tempfile.TemporaryDirectory(prefix="troupe_sfm_") as tmp:
-            solved = _colmap(Path(tmp), frames, labels, K, idx, method, progress)
-        if solved is None:
-            attempts.append(f"{method}: no reconstruction")
-            log.info("structure from motion (%s): no reconstruction", method)
-            continue
-        times, poses, points = solved
-        check = check_path(times, poses, points, len(idx))
+        if method == "rotation":
+            turned = solve_rotation(frames, labels, K, idx)
+            if isinstance(turned, str):
+                attempts.append(f"rotation: {turned}")
+                log.info("camera turning in place: %s", turned)
+                continue
+            times, poses = turned
+            points = np.zeros((0, 3))
+            check = PathCheck(True, [], {"registered": float(len(times)), "sampled": float(len(idx))})
+        else:
+            with tempfile.TemporaryDirectory(prefix="troupe_sfm_") as tmp:
+                solved = _colmap(Path(tmp), frames, labels, K, idx, method, progress)
+            if solved is None:
+                attempts.append(f"{method}: no reconstruction")
+                log.info("structure from motion (%s): no reconstruction", method)
+                continue
+            times, poses, points = solved
+            check = check_path(times, poses, points, len(idx))
         attempts.append(f"{method}: " + ("ok" if check.ok else "; ".join(check.problems)))
         log.info("structure from motion (%s) registered %d of %d sampled frames, %d points: %s",
                  method, len(times), len(idx), len(points), attempts[-1])  # fmt: skip

@@ -105,3 +105,40 @@ def test_solve_path_matches_the_true_orbit(orbit_scene):
     rot, cen, length = camera.path_errors(solved.cam_to_scene, gt)
     assert rot.max() < 2.0
     assert cen.max() < 0.05 * length
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A cornery grey texture to track (blurred noise, BGR)."""
+    import cv2
+
+    noise = np.random.default_rng(seed).uniform(0, 255, (h // 4, w // 4)).astype(np.float32)
+    img = cv2.GaussianBlur(cv2.resize(noise, (w, h), interpolation=cv2.INTER_NEAREST), (0, 0), 1.5)
+    return cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def test_a_camera_turning_in_place_is_solved_as_a_rotation():
+    import cv2
+    from scipy.spatial.transform import Rotation
+
+    w, h, num_t = 320, 180, 24
+    K = intrinsics((w, h), 300.0, 1)[0]
+    canvas = _texture(3 * h, 3 * w)
+    shift = np.array([[1.0, 0, -w], [0, 1, -h], [0, 0, 1]])  # canvas pixels -> frame 0's pixels
+    turns = [Rotation.from_euler("yx", [0.4 * t, 0.1 * t], degrees=True).as_matrix() for t in range(num_t)]
+    frames = [cv2.warpPerspective(canvas, K @ r @ np.linalg.inv(K) @ shift, (w, h)) for r in turns]
+    solved = camera.solve_rotation(frames, None, K, np.arange(num_t))
+    assert not isinstance(solved, str), solved
+    times, poses = solved
+    assert list(times) == list(range(num_t))
+    for r, pose in zip(turns, poses):  # pose: camera-to-scene, so its rotation's transpose turns scene directions into the camera's
+        err = Rotation.from_matrix(pose[:3, :3].T @ r.T).magnitude()
+        assert np.degrees(err) < 0.1
+    # the same background seen from a camera sliding sideways past a near and a far wall: no pure turn explains it
+    near, far = _texture(3 * h, 3 * w, seed=1), canvas
+    slide = []
+    for t in range(num_t):
+        frame = cv2.warpAffine(far, np.float32([[1, 0, -w + 0.75 * t], [0, 1, -h]]), (w, h))
+        frame[h // 2 :] = cv2.warpAffine(near, np.float32([[1, 0, -w + 7.5 * t], [0, 1, -h]]), (w, h))[h // 2 :]
+        slide.append(frame)
+    verdict = camera.solve_rotation(slide, None, K, np.arange(num_t))
+    assert isinstance(verdict, str) and "background" in verdict, verdict
