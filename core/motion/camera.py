@@ -498,9 +498,10 @@ def _colmap(
     idx: np.ndarray,
     method: str,
     progress: Callable[[float, str], None] | None,
+    tracks: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """One COLMAP run in the empty folder ``root`` on frames ``idx``, matched by ``method``
-    ("tracks": ``track_background``; "sift": COLMAP's features). Returns the registered frames
+    ("tracks": ``tracks``, ``track_background`` at ``idx``; "sift": COLMAP's features). Returns the registered frames
     [K], their camera-to-scene poses [K, 4, 4] and the points [N, 3] of the largest model, or None."""
     import pycolmap
 
@@ -515,7 +516,7 @@ def _colmap(
     if progress:
         progress(0.06, f"camera: matching ({method})")
     if method == "tracks":
-        _matches_from_tracks(root, names, track_background(frames, labels, idx), reader)
+        _matches_from_tracks(root, names, tracks if tracks is not None else track_background(frames, labels, idx), reader)
     else:
         sizes = [frames[t].shape[1::-1] for t in idx]
         masks = None if labels is None else [background_mask(labels[t], sz) for t, sz in zip(idx, sizes, strict=True)]
@@ -549,20 +550,19 @@ ROTATION_MIN_TRACKS = 30  # background tracks two neighbouring sampled frames mu
 
 
 def solve_rotation(
-    frames: Sequence[np.ndarray], labels: np.ndarray | None, K: np.ndarray, idx: np.ndarray
+    tracks: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray, idx: np.ndarray, width: int
 ) -> tuple[np.ndarray, np.ndarray] | str:
     """A camera that turns in place (a pan or tilt from a tripod or a steady hand): structure from
     motion has no baseline to start from, but every background point then moves by the same
     homography ``K R K^-1``. Between neighbouring frames of ``idx`` the tracked background corners
-    (``track_background``) give the homography (RANSAC), its nearest rotation R, and the error
+    (``track_background`` at ``idx``; frames ``width`` px wide) give the homography (RANSAC), its nearest rotation R, and the error
     with which R alone moves the tracks; R is chained along the clip.
 
     Returns (times [K], camera-to-scene poses [K, 4, 4] with the centre fixed at the origin), or a
     sentence saying why the camera does not just turn (too few tracks, or parallax: R leaves the
     tracks more than ``ROTATION_PX`` off, so the camera also moves)."""
-    tracks = track_background(frames, labels, idx)
     k_inv = np.linalg.inv(K)
-    tol = ROTATION_PX * frames[0].shape[1] / 640
+    tol = ROTATION_PX * width / 640
     w2c = [np.eye(3)]
     errors = []
     for k in range(1, len(idx)):
@@ -621,9 +621,12 @@ def solve_path(
     idx = np.unique(np.linspace(0, num_t - 1, min(num_t, max_images)).round().astype(int))
     found: PathSolve | None = None
     attempts: list[str] = []
+    tracks: list[tuple[np.ndarray, np.ndarray]] | None = None  # tracked once for "tracks" and "rotation"
     for method in methods:
+        if method in ("tracks", "rotation") and tracks is None:
+            tracks = track_background(frames, labels, idx)
         if method == "rotation":
-            turned = solve_rotation(frames, labels, K, idx)
+            turned = solve_rotation(tracks, K, idx, frames[0].shape[1])  # type: ignore[arg-type]  # set just above
             if isinstance(turned, str):
                 attempts.append(f"rotation: {turned}")
                 log.info("camera turning in place: %s", turned)
@@ -633,7 +636,7 @@ def solve_path(
             check = PathCheck(True, [], {"registered": float(len(times)), "sampled": float(len(idx))})
         else:
             with tempfile.TemporaryDirectory(prefix="troupe_sfm_") as tmp:
-                solved = _colmap(Path(tmp), frames, labels, K, idx, method, progress)
+                solved = _colmap(Path(tmp), frames, labels, K, idx, method, progress, tracks)
             if solved is None:
                 attempts.append(f"{method}: no reconstruction")
                 log.info("structure from motion (%s): no reconstruction", method)

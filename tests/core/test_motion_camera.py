@@ -126,7 +126,7 @@ def test_a_camera_turning_in_place_is_solved_as_a_rotation():
     shift = np.array([[1.0, 0, -w], [0, 1, -h], [0, 0, 1]])  # canvas pixels -> frame 0's pixels
     turns = [Rotation.from_euler("yx", [0.4 * t, 0.1 * t], degrees=True).as_matrix() for t in range(num_t)]
     frames = [cv2.warpPerspective(canvas, K @ r @ np.linalg.inv(K) @ shift, (w, h)) for r in turns]
-    solved = camera.solve_rotation(frames, None, K, np.arange(num_t))
+    solved = camera.solve_rotation(camera.track_background(frames, None, np.arange(num_t)), K, np.arange(num_t), w)
     assert not isinstance(solved, str), solved
     times, poses = solved
     assert list(times) == list(range(num_t))
@@ -140,5 +140,5 @@ def test_a_camera_turning_in_place_is_solved_as_a_rotation():
         frame = cv2.warpAffine(far, np.float32([[1, 0, -w + 0.75 * t], [0, 1, -h]]), (w, h))
         frame[h // 2 :] = cv2.warpAffine(near, np.float32([[1, 0, -w + 7.5 * t], [0, 1, -h]]), (w, h))[h // 2 :]
         slide.append(frame)
-    verdict = camera.solve_rotation(slide, None, K, np.arange(num_t))
+    verdict = camera.solve_rotation(camera.track_background(slide, None, np.arange(num_t)), K, np.arange(num_t), w)
     assert isinstance(verdict, str) and "background" in verdict, verdict
