@@ -586,7 +586,8 @@ class Fitter:
         speed = torch.linalg.vector_norm(time_slope(feet, 1.5) * horizontal, dim=-1) * fps  # [P,T,6]
         y = feet[..., 1]
         above_lowest = y - y.min(-1, keepdim=True).values
-        near = torch.exp(-((above_lowest / c.contact_height) ** 2)) * torch.sigmoid((2 * c.contact_height - y) / 0.02)
+        lowest = torch.exp(-((above_lowest / c.contact_height) ** 2))  # near the person's lowest foot point
+        near = lowest * torch.sigmoid((2 * c.contact_height - y) / 0.02)  # and near the floor
         slow = torch.exp(-((speed / c.contact_speed) ** 2))
         if c.contact_still > 0:
             # the image sees a planted foot as an ankle keypoint that moves only with the camera:
@@ -598,7 +599,7 @@ class Fitter:
             told = torch.as_tensor(seen[:, :, side], device=self.device)
             slow = torch.where(told, torch.as_tensor(still[:, :, side], dtype=slow.dtype, device=self.device), slow)
             # where the image says planted, the foot is down whatever the fit's height says
-            near = torch.where(told, torch.exp(-((above_lowest / c.contact_height) ** 2)), near)
+            near = torch.where(told, lowest, near)
         contact = near * slow
         v = time_slope(out.joints[:, :, 0].detach(), 4.0) * horizontal * fps  # [P,T,3] pelvis velocity
         vn = torch.linalg.vector_norm(v, dim=-1)
