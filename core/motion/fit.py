@@ -367,10 +367,14 @@ class Fitter:
         rot = (second_difference(self.global_rot()) ** 2).sum((-1, -2, -3))
         return c.w_smooth * acc + c.w_smooth_pose * vel + c.w_smooth_rot * rot
 
-    def prior_term(self) -> torch.Tensor:
+    def pose_prior_terms(self) -> torch.Tensor:
+        """[P, T, 21] weighted joint-limit and comfort cost of each body joint."""
         c = self.cfg
-        per_frame = c.w_limits * self.priors.joint_limits(self.body_pose) + c.w_pose * self.priors.comfort(self.body_pose)
-        return per_frame.sum(-1) + c.w_shape * self.num_t * self.priors.shape_l2(self.betas)  # [P]
+        return c.w_limits * self.priors.joint_limit_terms(self.body_pose) + c.w_pose * self.priors.comfort_terms(self.body_pose)
+
+    def prior_term(self) -> torch.Tensor:
+        per_frame = self.pose_prior_terms().sum(-1)
+        return per_frame.sum(-1) + self.cfg.w_shape * self.num_t * self.priors.shape_l2(self.betas)  # [P]
 
     def floor_terms(self, out: BodyOutput, contact: torch.Tensor | None) -> torch.Tensor:
         """[P] floor (y = 0) terms in the world frame. ``contact`` [P, T, 6] weights of foot points."""
@@ -612,8 +616,7 @@ class Fitter:
         c = self.cfg
         with torch.no_grad():
             kp = self.keypoint_term(self.pose_bodies(surface=False))
-            prior = c.w_limits * self.priors.joint_limits(self.body_pose) + c.w_pose * self.priors.comfort(self.body_pose)
-            return (c.w_kp * kp + prior).cpu().numpy()
+            return (c.w_kp * kp + self.pose_prior_terms().sum(-1)).cpu().numpy()
 
     def per_frame_keypoint_error(self) -> np.ndarray:
         """[P, T] normalised keypoint loss of the current state (no gradients)."""

@@ -88,7 +88,7 @@ def comfort_table() -> np.ndarray:
 
 
 def comfort_weights() -> np.ndarray:
-    """[21] weight of each body joint in ``Priors.comfort`` (1 = the default)."""
+    """[21] weight of each body joint in ``Priors.comfort_terms`` (1 = the default)."""
     return np.array([_COMFORT_WEIGHT.get(n.replace("right_", "left_"), 1.0) for n in bundle.JOINT_NAMES[1:22]])
 
 
@@ -121,12 +121,8 @@ class Priors(torch.nn.Module):
         return self.joint_limit_terms(body_pose).sum(-1)
 
     def comfort_terms(self, body_pose: torch.Tensor) -> torch.Tensor:
-        """[..., 63] -> [..., 21] weighted squared excess over the usual ranges, per joint."""
+        """[..., 63] -> [..., 21] weighted squared excess over the usual ranges (``comfort_table``), per joint."""
         return self.comfort_w * self._excess(body_pose, self.comfort_lo, self.comfort_hi)
-
-    def comfort(self, body_pose: torch.Tensor) -> torch.Tensor:
-        """[..., 63] -> [...] weighted squared excess over the usual ranges (``comfort_table``)."""
-        return self.comfort_terms(body_pose).sum(-1)
 
     @staticmethod
     def shape_l2(betas: torch.Tensor) -> torch.Tensor:

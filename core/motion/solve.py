@@ -284,9 +284,7 @@ def limb_start(
     with torch.no_grad():
         out = fitter.pose_bodies(surface=False)
         kp = fitter.keypoint_residuals(out).cpu().numpy().reshape(num_h, num_p, num_t, 17)
-        pose = fitter.body_pose
-        lim = fitter.cfg.w_limits * fitter.priors.joint_limit_terms(pose)
-        lim = (lim + fitter.cfg.w_pose * fitter.priors.comfort_terms(pose)).cpu().numpy().reshape(num_h, num_p, num_t, 21)
+        lim = fitter.pose_prior_terms().cpu().numpy().reshape(num_h, num_p, num_t, 21)
         joints = out.joints.cpu().numpy().reshape(num_h, num_p, num_t, 55, 3)
     rel = joints - joints[..., :1, :]  # relative to the pelvis
     body_pose = state.body_pose.copy().reshape(num_p, num_t, 21, 3)
