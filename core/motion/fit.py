@@ -46,6 +46,12 @@ MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the cove
 # Weight of each COCO-17 keypoint in the fit: SMPL-X hip joints sit higher and further in
 # than annotated hips (core.keypoints), so they count less.
 KEYPOINT_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1], np.float32)
+# Left/right COCO-17 pairs a turned body hides one side of (eyes, ears, shoulders, hips): where a
+# detector sees one and not the other, the seen one is probably the nearer (``Fitter.side_cost``).
+SIDE_PAIRS = ((1, 2), (3, 4), (5, 6), (11, 12))
+SIDE_BEHIND = 0.08  # m: a seen point this far behind its missing partner contradicts the detector (half the cost)
+SIDE_DEPTH = 0.02  # m over which that contradiction goes from none to full
+W_SIDE = 0.05  # cost of one pair seen the wrong way round, in the rigid stage's per-frame keypoint-cost units
 
 
 @dataclass
@@ -622,6 +628,27 @@ class Fitter:
         """[P, T] normalised keypoint loss of the current state (no gradients)."""
         with torch.no_grad():
             return self.keypoint_term(self.pose_bodies(surface=False), RIGID).cpu().numpy()
+
+    def side_cost(self) -> np.ndarray:
+        """[P, T] how much the current state contradicts what the detector did not see (no gradients).
+
+        A body turned away from the camera hides the far ear, eye, shoulder or hip. With few
+        keypoints (a back or three-quarter view without the face) the seen ones fit a body turned
+        either way about the viewing direction equally well; the side the detector missed says which.
+        Every pair of ``SIDE_PAIRS`` with one point seen and the other not costs up to ``W_SIDE``
+        where the state puts the seen point clearly behind the missing one (a sigmoid of their
+        depth difference, half at ``SIDE_BEHIND``, over ``SIDE_DEPTH``). A pair about level (a
+        frontal view, where a miss is the detector's noise) costs nothing, so the cue only
+        separates a body from its turned-around twin."""
+        with torch.no_grad():
+            z = self.to_camera(self.pose_bodies(surface=False).coco)[..., 2]  # [P,T,17]
+            seen = self.kp_w > 0
+            cost = torch.zeros(self.num_p, self.num_t, device=self.device)
+            for a, b in SIDE_PAIRS:
+                for near, far in ((a, b), (b, a)):
+                    only = (seen[..., near] & ~seen[..., far]).float()
+                    cost = cost + only * torch.sigmoid((z[..., near] - z[..., far] - SIDE_BEHIND) / SIDE_DEPTH)
+            return (W_SIDE * cost).cpu().numpy()
 
     def state(self) -> FitState:
         with torch.no_grad():

@@ -185,7 +185,7 @@ def rigid_start(
     )
     fitter = Fitter(body, hyp_obs, cfg, init)
     fitter.run("rigid", cfg.iters_rigid, [fitter.d_rot, fitter.transl], progress)
-    err = fitter.per_frame_keypoint_error().reshape(num_h, num_p, num_t)
+    err = (fitter.per_frame_keypoint_error() + fitter.side_cost()).reshape(num_h, num_p, num_t)
     st = fitter.state()
     rot = st.global_rot.reshape(num_h, num_p, num_t, 3, 3)
     tr = st.transl.reshape(num_h, num_p, num_t, 3)

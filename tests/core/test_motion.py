@@ -15,6 +15,7 @@ import torch
 from core import bundle as bd
 from core import keypoints as kp
 from core.motion import camera, fit, init, priors, solve
+from core.motion.body import SparseBody
 from core.motion.inputs import intrinsics, read_synth
 from core.pipeline import JobDir, JobError, RunConfig, StageContext
 
@@ -239,6 +240,38 @@ def test_depth_order_needs_one_body_hiding_the_other():
     labels[0, 10:50, 40:60] = 2
     spill = [(20.0, 43.0), (37.0, 60.0)]
     assert _order_cost(labels, spill, (8.0, 6.0)) == 0.0 and _order_cost(labels, spill, (6.0, 8.0)) == 0.0
+
+
+@pytest.mark.parametrize("turned_deg", [120, -120, 150, 60])
+def test_rigid_start_reads_the_side_the_detector_missed(model, turned_deg):
+    """A body turned away from the camera shows few keypoints (no face, one ear, the near shoulder
+    and hip); those fit the body turned either way about the viewing direction, and at 120
+    degrees the keypoints alone pick the wrong one (124 degrees off without the hidden-side
+    cost). The missing far-side points say which way the person faces."""
+    body = SparseBody(model)
+    num_t = 6
+    K = np.array([[600.0, 0, 320], [0, 600.0, 180], [0, 0, 1]])
+    rot = fit.facing_rotation(np.radians(turned_deg))
+    rest_j, _ = solve.rest_points(body, model.num_betas)
+    f32 = dict(dtype=torch.float32)
+    with torch.no_grad():
+        out = body(torch.zeros(1, model.num_betas), torch.tensor(rot, **f32)[None],
+                   torch.tensor(fit.relaxed_pose(), **f32)[None], torch.tensor(np.array([0.3, 0.2, 6.0]) - rest_j[0], **f32)[None])  # fmt: skip
+    coco = out.coco[0].numpy().astype(np.float64)
+    uvw = coco @ K.T
+    conf = np.ones(17)
+    z = coco[:, 2]
+    if z[0] > z[[3, 4]].mean():  # the face turned away: nose and eyes hidden
+        conf[[0, 1, 2]] = 0.0
+    for a, b in fit.SIDE_PAIRS:  # the far one of a pair hidden by the body when clearly farther
+        if abs(z[a] - z[b]) > 0.05:
+            conf[a if z[a] > z[b] else b] = 0.0
+    kps = np.concatenate([uvw[:, :2] / uvw[:, 2:], conf[:, None]], 1)
+    obs = fit.Observations(np.broadcast_to(kps, (1, num_t, 17, 3)).copy(), np.tile(K, (num_t, 1, 1)),
+                           np.tile(np.eye(4), (num_t, 1, 1)), (640, 360))  # fmt: skip
+    state = solve.rigid_start(body, obs, fit.FitConfig(iters_rigid=20), model.num_betas)
+    err = np.degrees(fit.rotation_angle(state.global_rot[0], rot[None]))
+    assert err.max() < 20, (turned_deg, conf, err)
 
 
 def test_interpolated_camera_poses_hold_the_keyframes():
