@@ -1,8 +1,8 @@
 """Accuracy of the motion stage on synthetic scenes with exact ground truth.
 
     .venv/core/bin/python benchmarks/motion_synth.py [--people 1 2 4] [--cameras static orbit]
-        [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu] [--json OUT] [--save DIR]
-        [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
+        [--seed 0 1 2] [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu]
+        [--json OUT] [--save DIR] [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
 people occluding each other), its ground-truth 2D keypoints are degraded like a detector's
@@ -12,6 +12,11 @@ the rendered background, scaled by the people -- and ``core eval`` compares the 
 ground truth. Prints a markdown table (the README's) and writes every number with --json.
 Intrinsics are the scene's (as metadata would give them) unless --search-fov (then a line under
 each row gives the FOV found against the truth).
+
+Each seed is another scene (other people, paths and noise). W-MPJPE aligns each person once, on
+their first two frames (as WHAM), so one scene's figure swings with how well those two frames
+were fitted; WA-MPJPE (aligned on the whole clip) shows the path itself. Compare code changes on
+several seeds: the ``mean`` row per scene kind.
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ def setting(default: object, text: str) -> object:
     return type(default)(text)
 
 
-def run_one(model, folder: Path, camera: str, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
-    inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=args.seed)
+def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
+    inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=seed)
     num_t = inp.num_frames
     over = {k: setting(getattr(FitConfig, k), v) for k, v in (kv.split("=", 1) for kv in args.set)}
     cfg = FitConfig(device=args.device, **over)
@@ -94,20 +99,37 @@ def hfov(focal_px: float, width: int) -> float:
     return math.degrees(2 * math.atan(width / 2 / focal_px))
 
 
-def row(r: dict) -> str:
+def row(r: dict, seed: str) -> str:
     m = r["eval"]["mean"]
     return (
-        f"| {r['camera']} | {r['people']} | {r['frames']} | {m['pa_mpjpe_mm']:.0f} | {m['mpjpe_mm']:.0f} | "
-        f"{m['w_mpjpe_mm']:.0f} | {m['rte_mm']:.0f} | {m['jitter_pred']:.0f} ({m['jitter_gt']:.0f}) | "
+        f"| {r['camera']} | {r['people']} | {seed} | {m['pa_mpjpe_mm']:.0f} | {m['mpjpe_mm']:.0f} | "
+        f"{m['w_mpjpe_mm']:.0f} | {m['wa_mpjpe_mm']:.0f} | {m['rte_mm']:.0f} | {m['jitter_pred']:.0f} ({m['jitter_gt']:.0f}) | "
         f"{m['foot_slide_pred_mm']:.1f} ({m['foot_slide_gt_mm']:.1f}) | {r['eval']['id_switches']} | "
         f"{len(r['eval']['missed'])} | {r['reprojection_px']:.1f} | {r['seconds']:.0f} |"
     )
 
 
+def mean_over_seeds(runs: list[dict]) -> dict:
+    """One result whose numbers are the means of ``runs`` (the same scene kind, several seeds);
+    ID switches and missed people are summed."""
+    keys = runs[0]["eval"]["mean"].keys()
+    mean = {k: float(np.mean([r["eval"]["mean"][k] for r in runs])) for k in keys}
+    return {
+        **runs[0],
+        "reprojection_px": float(np.mean([r["reprojection_px"] for r in runs])),
+        "seconds": float(np.mean([r["seconds"] for r in runs])),
+        "eval": {
+            "mean": mean,
+            "id_switches": sum(r["eval"]["id_switches"] for r in runs),
+            "missed": [m for r in runs for m in r["eval"]["missed"]],
+        },
+    }
+
+
 HEADER = (
-    "| camera | people | frames | PA-MPJPE mm | MPJPE mm | W-MPJPE mm | RTE mm | jitter m/s³ (GT) | "
+    "| camera | people | seed | PA-MPJPE mm | MPJPE mm | W-MPJPE mm | WA-MPJPE mm | RTE mm | jitter m/s³ (GT) | "
     "foot slide mm (GT) | ID switches | missed | reproj. px | time s |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -125,7 +147,7 @@ def main() -> int:
     p.add_argument("--size", default="640x360")
     p.add_argument("--noise", type=float, default=3.0, help="keypoint noise, pixels (std)")
     p.add_argument("--drop", type=float, default=0.1, help="fraction of visible keypoints dropped")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="scene seeds; with several, a mean row per scene kind follows")
     p.add_argument("--device", default="cpu")
     p.add_argument("--search-fov", action="store_true", help="estimate the focal length instead of using the scene's")
     p.add_argument("--hfov", type=float, default=55.0, help="the scenes' horizontal FOV, degrees")
@@ -148,26 +170,31 @@ def main() -> int:
     print(FOV_HEADER if args.fov_only else HEADER, flush=True)
     for camera in args.cameras:
         for n in args.people:
-            lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
-            folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{args.seed}{lens}"
-            if not (folder / "bundle" / "bundle.json").exists():
-                scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=args.seed + n, camera=camera,
-                                    hfov_deg=args.hfov, camera_distance=args.camera_distance)  # fmt: skip
-                generate(scene, folder, model)
-            if args.fov_only:
-                inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=args.seed, masks=False)
-                found = search_fov(inp.keypoints, inp.image_size)
-                err = 100 * (found.focal_px / inp.focal_px - 1)
-                print(f"| {camera} | {n} | {found.hfov_deg:.1f} | {hfov(inp.focal_px, w):.1f} | {err:+.1f} | "
-                      f"{found.pitch_deg:.1f} | {found.source} |", flush=True)  # fmt: skip
-                results.append({"camera": camera, "people": n, "focal_px": found.focal_px, "focal_gt_px": inp.focal_px})
-                continue
-            r = run_one(model, folder, camera, args)
-            results.append(r)
-            print(row(r), flush=True)
-            if args.search_fov:
-                print(f"  (FOV search: {hfov(r['focal_px'], w):.1f} deg against {hfov(r['focal_gt_px'], w):.1f}, "
-                      f"focal length {100 * (r['focal_px'] / r['focal_gt_px'] - 1):+.1f} %)", flush=True)  # fmt: skip
+            runs = []
+            for seed in args.seed:
+                lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
+                folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{seed}{lens}"
+                if not (folder / "bundle" / "bundle.json").exists():
+                    scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=seed + n, camera=camera,
+                                        hfov_deg=args.hfov, camera_distance=args.camera_distance)  # fmt: skip
+                    generate(scene, folder, model)
+                if args.fov_only:
+                    inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=seed, masks=False)
+                    found = search_fov(inp.keypoints, inp.image_size)
+                    err = 100 * (found.focal_px / inp.focal_px - 1)
+                    print(f"| {camera} | {n} | {found.hfov_deg:.1f} | {hfov(inp.focal_px, w):.1f} | {err:+.1f} | "
+                          f"{found.pitch_deg:.1f} | {found.source} |", flush=True)  # fmt: skip
+                    results.append({"camera": camera, "people": n, "seed": seed, "focal_px": found.focal_px, "focal_gt_px": inp.focal_px})
+                    continue
+                r = {"seed": seed, **run_one(model, folder, camera, seed, args)}
+                results.append(r)
+                runs.append(r)
+                print(row(r, str(seed)), flush=True)
+                if args.search_fov:
+                    print(f"  (FOV search: {hfov(r['focal_px'], w):.1f} deg against {hfov(r['focal_gt_px'], w):.1f}, "
+                          f"focal length {100 * (r['focal_px'] / r['focal_gt_px'] - 1):+.1f} %)", flush=True)  # fmt: skip
+            if len(runs) > 1:
+                print(row(mean_over_seeds(runs), "mean"), flush=True)
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": settings, "results": results}, indent=1, default=float) + "\n")
