@@ -9,8 +9,9 @@ for the exact definition of each metric. In short, over the 22 SMPL-X body joint
     MPJPE      camera-frame joint error, no alignment (mm)
     MPJPE-P    camera-frame joint error after subtracting each side's pelvis (mm), as HMR papers
     PA-MPJPE   error after a per-frame similarity (Procrustes) alignment (mm)
-    W-MPJPE    world joint error after one similarity fitted on the first two frames (mm), as WHAM
-    WA-MPJPE   world joint error after one similarity fitted on all frames (mm)
+    W-MPJPE    world joint error after a similarity fitted on the first two frames of every
+               100 frames (mm), as WHAM's W-MPJPE100
+    WA-MPJPE   world joint error after a similarity fitted on every 100 frames (mm)
     RTE        world pelvis error after one rigid fit of the whole pelvis trajectory (mm)
     jitter     mean norm of the third derivative of world joints (m/s^3), pred and GT
     foot slide mean horizontal foot-joint motion per frame while in ground contact (mm), pred and GT
@@ -38,6 +39,10 @@ CONTACT_HEIGHT = 0.03  # m above the joint's lowest height in the sequence count
 # shows: a monocular reconstruction may be off in depth and scale by metres and still be the
 # right person. Above this the two never match.
 DEFAULT_MAX_MATCH = 0.5
+# W-MPJPE and WA-MPJPE align prediction and truth anew every this many frames a person is seen
+# (WHAM's W-MPJPE100 / WA-MPJPE100): a long clip is scored as its 100-frame pieces, not by how far
+# one alignment on its first frames carries.
+WORLD_CHUNK = 100
 
 METRICS = (
     "mpjpe_mm", "mpjpe_pelvis_mm", "pa_mpjpe_mm", "w_mpjpe_mm", "wa_mpjpe_mm", "rte_mm",
@@ -218,10 +223,17 @@ def _pair_metrics(
     else:
         out["pa_mpjpe_mm"] = math.nan
     if len(f) >= 2:
-        first = similarity_fit(pw[:2].reshape(-1, 3), gw[:2].reshape(-1, 3))
-        out["w_mpjpe_mm"] = _err(similarity_apply(*first, pw), gw)
-        whole = similarity_fit(pw.reshape(-1, 3), gw.reshape(-1, 3))
-        out["wa_mpjpe_mm"] = _err(similarity_apply(*whole, pw), gw)
+        # WHAM's protocol: the frames in chunks of WORLD_CHUNK, each aligned on its own (on its
+        # first two frames for W-MPJPE, on all of it for WA-MPJPE), the mean over all frames
+        w_al, wa_al = np.empty_like(pw), np.empty_like(pw)
+        for c0 in range(0, len(f), WORLD_CHUNK):
+            c = slice(c0, min(c0 + WORLD_CHUNK, len(f)))
+            first = similarity_fit(pw[c][:2].reshape(-1, 3), gw[c][:2].reshape(-1, 3))
+            w_al[c] = similarity_apply(*first, pw[c])
+            whole = similarity_fit(pw[c].reshape(-1, 3), gw[c].reshape(-1, 3))
+            wa_al[c] = similarity_apply(*whole, pw[c])
+        out["w_mpjpe_mm"] = _err(w_al, gw)
+        out["wa_mpjpe_mm"] = _err(wa_al, gw)
         root = similarity_fit(pw[:, 0], gw[:, 0], scale=False)
         out["rte_mm"] = _err(similarity_apply(*root, pw[:, 0]), gw[:, 0])
     else:

@@ -80,6 +80,24 @@ def test_world_frame_choice_does_not_matter(gt):
         assert m["jitter_pred"] == pytest.approx(m["jitter_gt"], rel=1e-3)
 
 
+def test_world_errors_are_aligned_every_chunk_of_frames(gt, monkeypatch):
+    """W-MPJPE is WHAM's W-MPJPE100: every 100 frames (here 10) are aligned on their own first two
+    frames, so a drift is scored by how far it goes within a piece, not over the whole clip."""
+    monkeypatch.setattr(ev, "WORLD_CHUNK", 10)
+    pred = copy.deepcopy(gt)
+    step = np.float32(0.01)  # 1 cm further every frame along z
+    pred.person("p2").motion.trans[:, 2] += step * np.arange(FRAMES, dtype=np.float32)
+    m = by_gt(ev.evaluate(pred, gt))["p2"]
+    # each piece's first two frames are 1 cm apart: the similarity splits that, and within the
+    # piece frame k is off by about k cm; pieces of 10, 10 and 4 frames
+    expect = np.mean([10.0 * abs(k - 0.5) for n in (10, 10, 4) for k in range(n)])
+    assert m["w_mpjpe_mm"] == pytest.approx(expect, rel=0.15)
+    assert m["wa_mpjpe_mm"] < m["w_mpjpe_mm"]
+    monkeypatch.setattr(ev, "WORLD_CHUNK", 100)
+    whole = by_gt(ev.evaluate(pred, gt))["p2"]["w_mpjpe_mm"]
+    assert whole > 1.8 * m["w_mpjpe_mm"]  # one alignment for all 24 frames: the drift keeps growing
+
+
 def test_drift_after_the_first_two_frames_is_w_mpjpe(gt):
     pred = copy.deepcopy(gt)
     pred.person("p2").motion.trans[2:] += np.float32([0.0, 0.0, 0.1])
