@@ -168,8 +168,9 @@ def rigid_start(
     num_betas: int,
     progress: Callable[[float], None] | None = None,
 ) -> FitState:
-    """Root rotation and translation per person and frame (camera frame), four yaw hypotheses
-    optimised at once and chosen by a Viterbi pass over frames."""
+    """Root rotation and translation per person and frame (camera frame), ``YAWS`` hypotheses
+    optimised at once and chosen by a Viterbi pass over frames on their keypoint and hidden-side
+    costs (``Fitter.side_cost``)."""
     num_p, num_t = obs.num_people, obs.num_frames
     num_h = len(YAWS)
     rest_j, rest_coco = rest_points(body, num_betas)
