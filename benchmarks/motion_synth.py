@@ -171,8 +171,8 @@ def main() -> int:
     for camera in args.cameras:
         for n in args.people:
             runs = []
+            lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
             for seed in args.seed:
-                lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
                 folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{seed}{lens}"
                 if not (folder / "bundle" / "bundle.json").exists():
                     scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=seed + n, camera=camera,

@@ -47,7 +47,7 @@ MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the cove
 # than annotated hips (core.keypoints), so they count less.
 KEYPOINT_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1], np.float32)
 # Left/right COCO-17 pairs a turned body hides one side of (eyes, ears, shoulders, hips): where a
-# detector sees one and not the other, the seen one is probably the nearer (``Fitter.side_cost``).
+# detector sees one and not the other, the seen one is probably the nearer (``Fitter.rigid_frame_costs``).
 SIDE_PAIRS = ((1, 2), (3, 4), (5, 6), (11, 12))
 SIDE_BEHIND = 0.08  # m: a seen point this far behind its missing partner contradicts the detector (half the cost)
 SIDE_DEPTH = 0.02  # m over which that contradiction goes from none to full
@@ -624,13 +624,10 @@ class Fitter:
             kp = self.keypoint_term(self.pose_bodies(surface=False))
             return (c.w_kp * kp + self.pose_prior_terms().sum(-1)).cpu().numpy()
 
-    def per_frame_keypoint_error(self) -> np.ndarray:
-        """[P, T] normalised keypoint loss of the current state (no gradients)."""
-        with torch.no_grad():
-            return self.keypoint_term(self.pose_bodies(surface=False), RIGID).cpu().numpy()
-
-    def side_cost(self) -> np.ndarray:
-        """[P, T] how much the current state contradicts what the detector did not see (no gradients).
+    def rigid_frame_costs(self) -> np.ndarray:
+        """[P, T] what the rigid start chooses its hypotheses by (no gradients): the normalised
+        keypoint loss of the face and torso plus the cost of contradicting what the detector did
+        not see.
 
         A body turned away from the camera hides the far ear, eye, shoulder or hip. With few
         keypoints (a back or three-quarter view without the face) the seen ones fit a body turned
@@ -641,14 +638,15 @@ class Fitter:
         frontal view, where a miss is the detector's noise) costs nothing, so the cue only
         separates a body from its turned-around twin."""
         with torch.no_grad():
-            z = self.to_camera(self.pose_bodies(surface=False).coco)[..., 2]  # [P,T,17]
+            out = self.pose_bodies(surface=False)
+            z = self.to_camera(out.coco)[..., 2]  # [P,T,17]
             seen = self.kp_w > 0
-            cost = torch.zeros(self.num_p, self.num_t, device=self.device)
+            side = torch.zeros(self.num_p, self.num_t, device=self.device)
             for a, b in SIDE_PAIRS:
                 for near, far in ((a, b), (b, a)):
                     only = (seen[..., near] & ~seen[..., far]).float()
-                    cost = cost + only * torch.sigmoid((z[..., near] - z[..., far] - SIDE_BEHIND) / SIDE_DEPTH)
-            return (W_SIDE * cost).cpu().numpy()
+                    side = side + only * torch.sigmoid((z[..., near] - z[..., far] - SIDE_BEHIND) / SIDE_DEPTH)
+            return (self.keypoint_term(out, RIGID) + W_SIDE * side).cpu().numpy()
 
     def state(self) -> FitState:
         with torch.no_grad():

@@ -170,7 +170,7 @@ def rigid_start(
 ) -> FitState:
     """Root rotation and translation per person and frame (camera frame), ``YAWS`` hypotheses
     optimised at once and chosen by a Viterbi pass over frames on their keypoint and hidden-side
-    costs (``Fitter.side_cost``)."""
+    costs (``Fitter.rigid_frame_costs``)."""
     num_p, num_t = obs.num_people, obs.num_frames
     num_h = len(YAWS)
     rest_j, rest_coco = rest_points(body, num_betas)
@@ -186,7 +186,7 @@ def rigid_start(
     )
     fitter = Fitter(body, hyp_obs, cfg, init)
     fitter.run("rigid", cfg.iters_rigid, [fitter.d_rot, fitter.transl], progress)
-    err = (fitter.per_frame_keypoint_error() + fitter.side_cost()).reshape(num_h, num_p, num_t)
+    err = fitter.rigid_frame_costs().reshape(num_h, num_p, num_t)
     st = fitter.state()
     rot = st.global_rot.reshape(num_h, num_p, num_t, 3, 3)
     tr = st.transl.reshape(num_h, num_p, num_t, 3)
