@@ -62,7 +62,8 @@ class FitConfig:
     iters_limbs: int = 40  # limb-only iterations per starting pose (root held), 0 = start from relaxed limbs
     iters_heading: int = 100  # full-body iterations of each turned copy when choosing start headings (0: rigid heading kept)
     iters_pose: int = 300  # full-body iterations in the camera frame (depth converges slowly)
-    iters_world: int = 500  # iterations in the world frame with floor / contact / people terms
+    iters_world: int = 2000  # most iterations in the world frame with floor / contact / people terms (it stops at world_tol)
+    world_tol: float = 0.0025  # the world stage's phases end once 20 iterations lower the loss by less than this share (0: all iterations)
     lr: float = 0.04  # Adam learning rate (radians, metres, betas)
     kp_sigma: float = 0.3  # robust scale of keypoint residuals, as a fraction of the person's size in pixels
     w_kp: float = 1.0  # reprojection
@@ -292,6 +293,7 @@ class Fitter:
         # Correction of the camera against the floor, shared by all frames: tilt about world x and
         # z (radians) and height (m) -- the floor found from the first fit is refined with the people.
         self.cam_delta = torch.zeros(3, **f32).requires_grad_(True)
+        self.steps_run = 0  # optimiser steps the last ``run`` took (L-BFGS: 20 iterations each)
         self.num_p, self.num_t = kps.shape[:2]
         self.betas = torch.as_tensor(state.betas, **f32).requires_grad_(True)
         self.rot_base = torch.as_tensor(state.global_rot, **f32)
@@ -520,30 +522,43 @@ class Fitter:
         params: list[torch.Tensor],
         progress: Callable[[float], None] | None = None,
     ) -> dict[str, float]:
-        """Optimise ``params`` for ``iters`` steps of Adam on the ``stage`` loss."""
+        """Optimise ``params`` on the ``stage`` loss for at most ``iters`` iterations (L-BFGS:
+        steps of 20; Adam: single steps).
+
+        The world stage runs in two phases: its contact and heading cues are read from the fit at
+        the start of each and held while it optimises. With L-BFGS a phase ends early once a step
+        lowers the loss by less than ``cfg.world_tol`` of it (converged); the second phase gets
+        what the first left of the budget. The other stages always use all of ``iters``."""
         cues: WorldCues | None = None
         norm = float(max(self.num_p * self.num_t, 1))
         terms: dict[str, torch.Tensor] = {}
-        if self.cfg.optimizer == "lbfgs":
+        lbfgs = self.cfg.optimizer == "lbfgs"
+        it = 0
+        if lbfgs:
             opt: torch.optim.Optimizer = torch.optim.LBFGS(
                 params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
             )
         else:
             opt = torch.optim.Adam(params, lr=self.cfg.lr)
-        outer = -(-iters // 20) if self.cfg.optimizer == "lbfgs" else iters  # 0 iterations: no step
+        outer = -(-iters // 20) if lbfgs else iters  # 0 iterations: no step
         evals = 0
-        budget = max(outer * (25 if self.cfg.optimizer == "lbfgs" else 1), 1)  # LBFGS: <= 25 evaluations a step
+        budget = max(outer * (25 if lbfgs else 1), 1)  # LBFGS: <= 25 evaluations a step
+        world = stage == "world"
+        tol = self.cfg.world_tol if world and lbfgs else 0.0
+        refresh = outer // 2  # the step that starts the world stage's second phase
+        last = math.inf  # the loss at the start of the previous step
         for it in range(outer):
-            if stage == "world" and it in (0, outer // 2):  # contacts from the fit so far, held while optimising
+            if world and it in (0, refresh):  # contacts from the fit so far, held while optimising
                 with torch.no_grad():
                     cues = self.world_cues(self.pose_bodies(surface=False))
-                if it > 0 and self.cfg.optimizer == "lbfgs":  # a new objective: start the curvature history afresh
+                if it > 0 and lbfgs:  # a new objective: start the curvature history afresh
                     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
+                last = math.inf
 
             def closure(cues: WorldCues | None = cues, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
                 nonlocal terms, evals
                 opt.zero_grad(set_to_none=True)
-                terms = self.loss_terms(stage, self.pose_bodies(surface=stage == "world"), cues)
+                terms = self.loss_terms(stage, self.pose_bodies(surface=world), cues)
                 loss = sum(terms.values()) / norm
                 loss.backward()
                 evals += 1
@@ -551,7 +566,13 @@ class Fitter:
                     progress(min(evals / budget, 1.0))
                 return loss
 
-            opt.step(closure)
+            loss_now = float(opt.step(closure).detach())  # type: ignore[union-attr]  # the loss at the step's start
+            if tol > 0 and last - loss_now < tol * abs(loss_now):  # the previous step barely helped
+                if it >= refresh:
+                    break
+                refresh = it + 1  # the second phase starts now, with what is left of the budget
+            last = loss_now
+        self.steps_run = it + 1 if outer else 0
         if progress is not None:
             progress(1.0)
         return {k: float(v.detach().sum()) / norm for k, v in terms.items()}
