@@ -534,12 +534,11 @@ class Fitter:
         terms: dict[str, torch.Tensor] = {}
         lbfgs = self.cfg.optimizer == "lbfgs"
         it = 0
-        if lbfgs:
-            opt: torch.optim.Optimizer = torch.optim.LBFGS(
-                params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
-            )
-        else:
-            opt = torch.optim.Adam(params, lr=self.cfg.lr)
+
+        def new_lbfgs() -> torch.optim.Optimizer:
+            return torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
+
+        opt = new_lbfgs() if lbfgs else torch.optim.Adam(params, lr=self.cfg.lr)
         outer = -(-iters // 20) if lbfgs else iters  # 0 iterations: no step
         evals = 0
         budget = max(outer * (25 if lbfgs else 1), 1)  # LBFGS: <= 25 evaluations a step
@@ -552,7 +551,7 @@ class Fitter:
                 with torch.no_grad():
                     cues = self.world_cues(self.pose_bodies(surface=False))
                 if it > 0 and lbfgs:  # a new objective: start the curvature history afresh
-                    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
+                    opt = new_lbfgs()
                 last = math.inf
 
             def closure(cues: WorldCues | None = cues, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
