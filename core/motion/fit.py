@@ -40,6 +40,7 @@ log = logging.getLogger("troupe.motion")
 TORSO = (5, 6, 11, 12)  # shoulders, hips
 RIGID = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # face + torso
 DEPTH_WINDOW = 9  # frames whose median torso-size depth starts each frame (init_translation)
+TRAVEL_SIGMA = 4.0  # frames over which the pelvis path gives the direction of travel (Gaussian sigma of its local line fit)
 ORDER_GAP = 0.1  # m the pelvis of a person in front is nearer the camera, at least (depth order)
 ORDER_MIN = 0.03  # share of a body's surface samples hidden by another that is no evidence yet (fit noise)
 MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the coverage half of the silhouette term
@@ -605,7 +606,9 @@ class Fitter:
         - contact [P, T, 6]: soft contact of each foot point: near the person's lowest foot point,
           near the floor, and slow;
         - travel [P, T, 3]: the horizontal direction the pelvis travels in, and travel_weight
-          [P, T] in [0, 1]: 0 below ``heading_speed`` / 2, 1 above ``heading_speed`` (m/s)."""
+          [P, T] in [0, 1]: 0 below ``heading_speed`` / 2, 1 above ``heading_speed`` (m/s), times
+          how sure the direction is (``slope_precision``: a few frames from the clip's ends, it is
+          read from one side only)."""
         c = self.cfg
         fps = self.obs.fps
         feet = out.feet.detach()  # [P,T,6,3]
@@ -631,11 +634,14 @@ class Fitter:
             # where the image says planted, the foot is down whatever the fit's height says
             near = torch.where(told, lowest, near)
         contact = near * slow
-        v = time_slope(out.joints[:, :, 0].detach(), 4.0) * horizontal * fps  # [P,T,3] pelvis velocity
+        v = time_slope(out.joints[:, :, 0].detach(), TRAVEL_SIGMA) * horizontal * fps  # [P,T,3] pelvis velocity
         vn = torch.linalg.vector_norm(v, dim=-1)
         travel = v / vn[..., None].clamp(min=1e-6)
         weight = ((vn - 0.5 * c.heading_speed) / (0.5 * c.heading_speed)).clamp(0.0, 1.0)
-        return WorldCues(contact, travel, weight)
+        # near the clip's ends the path's slope is fitted from one side and is several times
+        # noisier (a depth drift there reads as travel): the cue counts by how sure it is
+        sure = torch.as_tensor(slope_precision(self.num_t, TRAVEL_SIGMA), dtype=weight.dtype, device=self.device)
+        return WorldCues(contact, travel, weight * sure)
 
     def frame_costs(self) -> np.ndarray:
         """[P, T] keypoint and pose-prior cost of each person and frame (no gradients)."""
@@ -738,23 +744,45 @@ def planted_feet(
     return np.exp(-((speed / still) ** 2)), seen & (s0 > 0.5 * full)
 
 
+def _slope_window(sigma: float, num_t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame offsets and Gaussian weights of ``time_slope``'s local straight-line fit."""
+    r = min(int(math.ceil(2.5 * sigma)), num_t - 1)
+    k = np.arange(-r, r + 1)
+    return k, np.exp(-0.5 * (k / sigma) ** 2)
+
+
 def time_slope(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Rate of change per frame of [P, T, ...] along T: a local straight-line fit with Gaussian
     weights (``sigma`` frames), one-sided at the ends (so a steady motion keeps its speed there)."""
     num_t = x.shape[1]
-    r = min(int(math.ceil(2.5 * sigma)), num_t - 1)
     sums = [torch.zeros_like(x) for _ in range(5)]  # S0, S1, S2, Sx, Skx
     idx = torch.arange(num_t, device=x.device)
     shape = (1, num_t) + (1,) * (x.dim() - 2)
-    for k in range(-r, r + 1):
+    for k, g in zip(*_slope_window(sigma, num_t)):
+        k = int(k)
         src = (idx + k).clamp(0, num_t - 1)
         valid = ((idx + k >= 0) & (idx + k < num_t)).to(x.dtype).reshape(shape)
-        w = math.exp(-0.5 * (k / sigma) ** 2) * valid
+        w = float(g) * valid
         xk = x[:, src]
         for i, term in enumerate((w, w * k, w * k * k, w * xk, w * k * xk)):
             sums[i] = sums[i] + term
     s0, s1, s2, sx, skx = sums
     return (s0 * skx - s1 * sx) / (s0 * s2 - s1 * s1).clamp(min=1e-9)
+
+
+def slope_precision(num_t: int, sigma: float) -> np.ndarray:
+    """[T] how sure ``time_slope`` is at each frame, against a frame whose window lies inside the
+    clip: the inverse of the slope's variance under independent noise, relative. 1 away from the
+    ends; about 0.15 on the first and last frame for ``sigma`` = 4, where the fit is one-sided."""
+    k, g = _slope_window(sigma, max(num_t, 2))
+
+    def variance(inside: np.ndarray) -> float:
+        kk, w = k[inside], g[inside]
+        d = kk - (w * kk).sum() / w.sum()
+        return float((w**2 * d**2).sum() / max(float((w * d**2).sum()) ** 2, 1e-12))
+
+    full = variance(np.ones(len(k), bool))
+    return np.array([min(full / max(variance((t + k >= 0) & (t + k < num_t)), 1e-12), 1.0) for t in range(num_t)])
 
 
 def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -383,6 +383,29 @@ def test_world_stage_stops_once_converged(model, scene):
     assert all_loss < loss < first, (first, loss, all_loss)
 
 
+def test_heading_cue_trusts_the_clip_ends_less(model):
+    """A walker faces where they go, but near the clip's ends the direction of travel is read from
+    one side of the path and a depth drift there reads as travel (it turned the first frames of
+    walkers by 10-20 degrees): the cue's weight falls towards the ends, symmetrically."""
+    num_t, speed = 40, 1.2
+    t = np.arange(num_t)
+    state = fit.FitState(
+        betas=np.zeros((1, model.num_betas)),
+        global_rot=np.tile(fit.yaw_rotation(np.pi / 2), (1, num_t, 1, 1)),  # facing +x, the way they walk
+        body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)),
+        transl=np.stack([speed * t / 30.0, np.zeros(num_t), 5.0 + 0.01 * np.sin(t)], -1)[None],
+        world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)),
+    )
+    obs = fit.Observations(np.zeros((1, num_t, 17, 3)), intrinsics((640, 360), 500.0, num_t), state.world_to_cam, (640, 360))
+    f = fit.Fitter(SparseBody(model), obs, fit.FitConfig(), state)
+    cues = f.world_cues(f.pose_bodies(surface=False))
+    travel, weight = cues.travel[0].numpy(), cues.travel_weight[0].numpy()
+    assert (travel[:, 0] > 0.99).all(), travel  # the direction is right everywhere
+    assert np.allclose(weight[12:-12], 1.0) and (weight[[0, -1]] < 0.2).all(), weight
+    assert (np.diff(weight[:10]) > 0).all() and np.allclose(weight, weight[::-1], atol=0.02), weight
+    assert f.heading_term(cues).item() < 1e-4  # facing the way they go costs nothing
+
+
 # ---------------------------------------------------------------------------------------------
 # init adapters
 # ---------------------------------------------------------------------------------------------
