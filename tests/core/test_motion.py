@@ -385,8 +385,8 @@ def test_world_stage_stops_once_converged(model, scene):
 
 def test_heading_cue_trusts_the_clip_ends_less(model):
     """A walker faces where they go, but near the clip's ends the direction of travel is read from
-    one side of the path and a depth drift there reads as travel (it turned the first frames of
-    walkers by 10-20 degrees): the cue's weight falls towards the ends, symmetrically."""
+    one side of the path and a depth drift there reads as travel (it turned clips' first frames
+    about 10 degrees the wrong way): the cue's weight falls towards the ends, symmetrically."""
     num_t, speed = 40, 1.2
     t = np.arange(num_t)
     state = fit.FitState(
