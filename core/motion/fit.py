@@ -758,11 +758,11 @@ def time_slope(x: torch.Tensor, sigma: float) -> torch.Tensor:
     sums = [torch.zeros_like(x) for _ in range(5)]  # S0, S1, S2, Sx, Skx
     idx = torch.arange(num_t, device=x.device)
     shape = (1, num_t) + (1,) * (x.dim() - 2)
-    for k, g in zip(*_slope_window(sigma, num_t)):
-        k = int(k)
+    offsets, weights = _slope_window(sigma, num_t)
+    for k, g in zip(offsets.tolist(), weights.tolist()):
         src = (idx + k).clamp(0, num_t - 1)
         valid = ((idx + k >= 0) & (idx + k < num_t)).to(x.dtype).reshape(shape)
-        w = float(g) * valid
+        w = g * valid
         xk = x[:, src]
         for i, term in enumerate((w, w * k, w * k * k, w * xk, w * k * xk)):
             sums[i] = sums[i] + term
