@@ -32,7 +32,7 @@ NUM_BODY_JOINTS = 22  # pelvis + 21 body joints (the part 2D body keypoints dete
 class BodyOutput:
     joints: torch.Tensor  # [B, 55, 3]
     coco: torch.Tensor  # [B, 17, 3] COCO-17 points (core.keypoints order)
-    feet: torch.Tensor  # [B, 6, 3] FOOT_VERTICES
+    feet: torch.Tensor  # [B, 6, 3] the soles under FOOT_VERTICES (see SparseBody)
     surface: torch.Tensor  # [B, S, 3] surface samples (SparseBody.surface_ids)
 
 
@@ -63,7 +63,13 @@ class SparseBody(torch.nn.Module):
         self.register_buffer("j_template", jreg @ v_t)  # [55,3]
         self.register_buffer("j_shapedirs", torch.einsum("jv,vcb->jcb", jreg, sd))  # [55,3,nb]
         sel = torch.as_tensor(ids, device=device)
-        self.register_buffer("v_template", v_t[sel])  # [S,3]
+        v_sel = v_t[sel].clone()
+        # The foot points are the soles under the foot vertices: each vertex moved down (rest
+        # pose: feet flat, +y up) to the height of the body's lowest vertex, and skinned like it,
+        # so a foot standing on the floor has its points on it, not 1-2.5 cm into it.
+        feet = slice(len(face_ids), len(face_ids) + len(FOOT_VERTICES))
+        v_sel[feet, 1] = torch.minimum(v_sel[feet, 1], v_t[:, 1].min())
+        self.register_buffer("v_template", v_sel)  # [S,3]
         self.register_buffer("v_shapedirs", sd[sel])  # [S,3,nb]
         pd = layer.posedirs.detach().to(**f32)  # [486? (J-1)*9, V*3]
         pd = pd.reshape(pd.shape[0], nv, 3)[:, sel].reshape(pd.shape[0], -1)

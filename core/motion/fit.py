@@ -12,7 +12,8 @@ each step poses all P*T bodies at once (``SparseBody``), so the same code runs o
 3. ``ground``: the floor plane from the lowest foot points, then the bodies and cameras are
    moved into the world frame (+Y up, floor y = 0).
 4. ``world``: everything again with floor, foot-contact, between-people (interpenetration,
-   depth order from masks) and silhouette terms, cameras fixed.
+   depth order from masks) and silhouette terms; the cameras move only by one tilt and height
+   correction against the floor, its tilt held toward the first floor estimate.
 
 Convention: cameras are OpenCV (x right, y down, +z forward), ``K [T,3,3]`` in pixels,
 ``world_to_cam [T,4,4]``. Keypoints ``[P, T, 17, 3]`` are COCO-17 (x, y, confidence) in pixels
@@ -84,6 +85,7 @@ class FitConfig:
     contact_height: float = 0.05  # a foot point this close to the person's lowest one (m) may be in contact
     contact_speed: float = 0.4  # and moving slower than this (m/s, over a few frames)
     contact_still: float = 0.008  # an ankle keypoint drifting slower than this against the camera's own motion (share of the person's size per frame) marks its foot as planted (0: off)
+    w_cam_tilt: float = 1.0  # the world stage's camera tilt away from the first floor estimate (rad^2 per frame)
     w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
@@ -292,7 +294,9 @@ class Fitter:
         self.K = torch.as_tensor(obs.K, **f32)
         self.w2c_init = torch.as_tensor(state.world_to_cam, **f32)
         # Correction of the camera against the floor, shared by all frames: tilt about world x and
-        # z (radians) and height (m) -- the floor found from the first fit is refined with the people.
+        # z (radians) and height (m) -- the floor found from the first fit is refined with the people;
+        # the tilt is held toward that first estimate (``w_cam_tilt``), as the feet of one person
+        # walking a line say little about it and noise alone rolled the camera by degrees.
         self.cam_delta = torch.zeros(3, **f32).requires_grad_(True)
         self.steps_run = 0  # optimiser steps the last ``run`` took (L-BFGS: 20 iterations each)
         self.num_p, self.num_t = kps.shape[:2]
@@ -596,6 +600,7 @@ class Fitter:
                 terms["heading"] = self.heading_term(cues).sum()
             terms["people"] = self.people_term(out)
             terms["masks"] = self.mask_terms(out)
+            terms["camera"] = c.w_cam_tilt * self.num_t * (self.cam_delta[:2] ** 2).sum()
         return terms
 
     def world_cues(self, out: BodyOutput) -> WorldCues:

@@ -75,7 +75,17 @@ def test_sparse_body_matches_body_model(model):
     out = body(betas, batch_rodrigues(pose[:, :3]), pose[:, 3:], transl)
     assert torch.allclose(out.joints, joints, atol=1e-5)
     assert torch.allclose(out.coco, kp.coco17_from_smplx(verts, joints), atol=1e-5)
-    assert torch.allclose(out.feet, verts[:, list(FOOT_VERTICES)], atol=1e-5)
+    # the foot points are the soles under the foot vertices: straight below them at rest (feet
+    # flat), on the rest body's lowest height, and carried along with them when posed
+    rest = body(torch.zeros(1, 10), torch.eye(3)[None], torch.zeros(1, 63), torch.zeros(1, 3))
+    rest_verts, _ = model.forward(torch.zeros(1, 10), torch.zeros(1, 165), torch.zeros(1, 3))
+    foot = rest_verts[:, list(FOOT_VERTICES)]
+    clearance = foot[..., 1] - rest_verts[..., 1].min()
+    assert clearance.min() > 0.005
+    assert torch.allclose(rest.feet[..., [0, 2]], foot[..., [0, 2]], atol=1e-5)
+    assert torch.allclose(rest.feet[..., 1], rest_verts[..., 1].min().expand(1, 6), atol=1e-5)
+    drop = torch.linalg.vector_norm(out.feet - verts[:, list(FOOT_VERTICES)], dim=-1)
+    assert torch.allclose(drop, clearance.expand_as(drop), rtol=0.15), (drop, clearance)
     assert torch.allclose(out.surface, verts[:, body.surface_ids], atol=1e-5)
     # the surface is optional and the rest is unchanged without it
     lean = body(betas, batch_rodrigues(pose[:, :3]), pose[:, 3:], transl, surface=False)
@@ -381,6 +391,50 @@ def test_world_stage_stops_once_converged(model, scene):
     all_steps, all_loss = world(0.0, 400)
     assert 2 <= steps <= 10 and all_steps == 20, (steps, all_steps)  # 20 iterations a step
     assert all_loss < loss < first, (first, loss, all_loss)
+
+
+def test_soles_rest_on_the_floor(model, scene):
+    """The floor terms hold the soles at y = 0 (the foot points are the soles under the toe and
+    heel vertices, which sit 1-2.5 cm above them): the true bodies pay nothing for the floor, and
+    a world-stage fit started from them keeps their feet on it instead of sinking them 1.4 cm in."""
+    from core.motion.stage import make_bundle
+
+    inp = read_synth(scene)
+    start = init.load_init(scene / "bundle", inp, model).world
+    t = inp.num_frames
+    K = intrinsics(inp.image_size, inp.focal_px, t)
+    obs = fit.Observations(inp.keypoints, K, start.world_to_cam, inp.image_size)
+    f = fit.Fitter(SparseBody(model), obs, fit.FitConfig(), start)
+    with torch.no_grad():
+        paid = f.floor_terms(f.pose_bodies(), None).sum().item() / (f.num_p * t)
+    assert paid < 5e-4, paid  # the toe and heel vertices on the floor would pay 3e-3 to 8e-3 a frame
+    f.run("world", 60, [f.betas, f.d_rot, f.body_pose, f.transl])
+    for person in make_bundle(inp, f.state(), K, model, video=None, extra={}).people:
+        m = person.motion
+        verts, _ = model.forward(m.betas, m.poses, m.trans)
+        lowest = verts[..., 1].min(-1).values.detach().numpy()  # [T] the lowest point of the body
+        assert abs(np.median(lowest)) < 0.005, np.median(lowest)
+
+
+def test_world_camera_tilt_holds_without_evidence(model, scene):
+    """The world stage refines the camera's tilt against the floor, held toward the first floor
+    estimate (``w_cam_tilt``): where the people's feet say little about how the floor tilts (a
+    short clip, one walker on a line), keypoint noise alone must not roll or pitch the camera.
+    Started from the truth, without the hold this scene's camera rolls 2.5 degrees."""
+    inp = read_synth(scene, noise_px=3.0, drop=0.1, seed=1)
+    truth = init.load_init(scene / "bundle", inp, model).world
+    t = inp.num_frames
+    obs = fit.Observations(inp.keypoints, intrinsics(inp.image_size, inp.focal_px, t), truth.world_to_cam, inp.image_size)
+    body = SparseBody(model)
+
+    def tilt_after(weight: float) -> float:
+        f = fit.Fitter(body, obs, fit.FitConfig(w_cam_tilt=weight, world_tol=0.0), truth)
+        f.run("world", 300, [f.betas, f.d_rot, f.body_pose, f.transl, f.cam_delta])
+        return float(np.degrees(torch.linalg.vector_norm(f.cam_delta[:2]).item()))
+
+    held, free = tilt_after(fit.FitConfig().w_cam_tilt), tilt_after(0.0)
+    assert held < 0.8, held
+    assert free > 1.5, free  # the scene does pull the camera off
 
 
 def test_heading_cue_trusts_the_clip_ends_less(model):
