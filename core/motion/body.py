@@ -68,7 +68,7 @@ class SparseBody(torch.nn.Module):
         # pose: feet flat, +y up) to the height of the body's lowest vertex, and skinned like it,
         # so a foot standing on the floor has its points on it, not 1-2.5 cm into it.
         feet = slice(len(face_ids), len(face_ids) + len(FOOT_VERTICES))
-        v_sel[feet, 1] = torch.minimum(v_sel[feet, 1], v_t[:, 1].min())
+        v_sel[feet, 1] = v_t[:, 1].min()
         self.register_buffer("v_template", v_sel)  # [S,3]
         self.register_buffer("v_shapedirs", sd[sel])  # [S,3,nb]
         pd = layer.posedirs.detach().to(**f32)  # [486? (J-1)*9, V*3]

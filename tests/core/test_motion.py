@@ -369,15 +369,21 @@ def test_init_from_ground_truth_bundle_keeps_the_motion(model, scene):
     assert ev["mean"]["mpjpe_mm"] < 1.0 and ev["mean"]["w_mpjpe_mm"] < 1.0
 
 
+def world_start(model, scene: Path, **degrade):  # type: ignore[no-untyped-def]
+    """The scene's inputs (keypoints degraded by ``read_synth``'s ``degrade`` options), its true
+    world state, the world stage's observations of it (cameras from the truth) and K [T,3,3]."""
+    inp = read_synth(scene, **degrade)
+    truth = init.load_init(scene / "bundle", inp, model).world
+    K = intrinsics(inp.image_size, inp.focal_px, inp.num_frames)
+    return inp, truth, fit.Observations(inp.keypoints, K, truth.world_to_cam, inp.image_size), K
+
+
 def test_world_stage_stops_once_converged(model, scene):
     """The world stage runs until its loss stops falling, not for a fixed count (a 300-frame,
     4-person clip was left unconverged by a fixed 500 iterations): a phase ends at the first
     step that gains less than ``world_tol``, and without it every iteration runs."""
-    inp = read_synth(scene)
-    start = init.load_init(scene / "bundle", inp, model).world
-    start = replace(start, body_pose=start.body_pose + np.random.default_rng(0).normal(0, 0.05, start.body_pose.shape))
-    t = inp.num_frames
-    obs = fit.Observations(inp.keypoints, intrinsics(inp.image_size, inp.focal_px, t), start.world_to_cam, inp.image_size)
+    _, truth, obs, _ = world_start(model, scene)
+    start = replace(truth, body_pose=truth.body_pose + np.random.default_rng(0).normal(0, 0.05, truth.body_pose.shape))
     body = SparseBody(model)
 
     def world(tol: float, iters: int) -> tuple[int, float]:
@@ -399,14 +405,10 @@ def test_soles_rest_on_the_floor(model, scene):
     a world-stage fit started from them keeps their feet on it instead of sinking them 1.4 cm in."""
     from core.motion.stage import make_bundle
 
-    inp = read_synth(scene)
-    start = init.load_init(scene / "bundle", inp, model).world
-    t = inp.num_frames
-    K = intrinsics(inp.image_size, inp.focal_px, t)
-    obs = fit.Observations(inp.keypoints, K, start.world_to_cam, inp.image_size)
+    inp, start, obs, K = world_start(model, scene)
     f = fit.Fitter(SparseBody(model), obs, fit.FitConfig(), start)
     with torch.no_grad():
-        paid = f.floor_terms(f.pose_bodies(), None).sum().item() / (f.num_p * t)
+        paid = f.floor_terms(f.pose_bodies(), None).sum().item() / (f.num_p * f.num_t)
     assert paid < 5e-4, paid  # the toe and heel vertices on the floor would pay 3e-3 to 8e-3 a frame
     f.run("world", 60, [f.betas, f.d_rot, f.body_pose, f.transl])
     for person in make_bundle(inp, f.state(), K, model, video=None, extra={}).people:
@@ -421,10 +423,7 @@ def test_world_camera_tilt_holds_without_evidence(model, scene):
     estimate (``w_cam_tilt``): where the people's feet say little about how the floor tilts (a
     short clip, one walker on a line), keypoint noise alone must not roll or pitch the camera.
     Started from the truth, without the hold this scene's camera rolls 2.5 degrees."""
-    inp = read_synth(scene, noise_px=3.0, drop=0.1, seed=1)
-    truth = init.load_init(scene / "bundle", inp, model).world
-    t = inp.num_frames
-    obs = fit.Observations(inp.keypoints, intrinsics(inp.image_size, inp.focal_px, t), truth.world_to_cam, inp.image_size)
+    _, truth, obs, _ = world_start(model, scene, noise_px=3.0, drop=0.1, seed=1)
     body = SparseBody(model)
 
     def tilt_after(weight: float) -> float:
