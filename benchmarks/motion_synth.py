@@ -161,7 +161,7 @@ def main() -> int:
 
     from core.body.model import BodyModel
     from core.body.standin import ensure_standin
-    from core.synth.generate import generate
+    from core.synth.generate import generate, is_current
     from core.synth.scene import SynthConfig
 
     model = BodyModel(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)), device=args.device)
@@ -174,7 +174,7 @@ def main() -> int:
             lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
             for seed in args.seed:
                 folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{seed}{lens}"
-                if not (folder / "bundle" / "bundle.json").exists():
+                if not is_current(folder):
                     scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=seed + n, camera=camera,
                                         hfov_deg=args.hfov, camera_distance=args.camera_distance)  # fmt: skip
                     generate(scene, folder, model)

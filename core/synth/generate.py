@@ -31,6 +31,10 @@ from .scene import Palette, PersonSpec, SynthConfig, make_camera, plan_people
 log = logging.getLogger("troupe.synth")
 
 LIGHT_DIR = np.array([-0.45, 0.8, 0.4]) / np.linalg.norm([-0.45, 0.8, 0.4])  # towards the sun
+# Raised whenever the same settings start giving different ground truth (a scene rendered by an
+# older generator is stale: benchmarks/motion_synth.py renders it again). 2: turning on the spot
+# takes quick steps instead of wringing the standing leg round.
+GENERATOR_VERSION = 2
 FACE_KEYPOINT_TOLERANCE = (
     0.04  # m: a face keypoint (a surface vertex) may lie this far behind the seen surface
 )
@@ -270,10 +274,21 @@ def generate(
     return SynthResult(out=out, video=video_path, bundle=bundle_dir, gt=gt, seconds=clock)
 
 
+def is_current(out: Path | str) -> bool:
+    """Whether ``out`` holds a complete scene rendered by this ``GENERATOR_VERSION``."""
+    path = Path(out) / "bundle" / "bundle.json"
+    try:
+        extra = json.loads(path.read_text()).get("extra") or {}
+    except (OSError, ValueError):
+        return False
+    return (extra.get("synth") or {}).get("generator_version") == GENERATOR_VERSION and (Path(out) / "gt" / "labels.npz").is_file()
+
+
 def _describe(cfg: SynthConfig, specs: list[PersonSpec], model) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     d = asdict(cfg)
     d["size"] = list(cfg.size)
     d["body_model"] = "standin" if model.standin else str(model.path)
+    d["generator_version"] = GENERATOR_VERSION
     d["persons"] = [
         {"id": s.id, "behaviour": s.behaviour, "speed": round(s.plan.speed, 4), "color": s.palette.rgb8,
          "betas": [round(float(b), 4) for b in s.betas]}

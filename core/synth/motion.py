@@ -43,6 +43,7 @@ HEEL_ROCKER = 0.12  # first part of stance: the foot rolls down onto the heel
 HEEL_OFF = 0.55  # from here to the end of stance the heel rises, rolling over the ball
 TURN_RATE_WALK = 2.0  # rad/s heading change while walking
 TURN_RATE_STAND = 2.4  # rad/s while turning on the spot
+TURN_PER_CYCLE = 1.4  # rad the body turns at most per gait cycle (two steps): hip twist <= 0.31 of it
 SHARP_CORNER = math.radians(100)  # corners sharper than this are taken by stopping and turning
 WAVE_TIME = 1.6  # s of waving during a pause
 
@@ -261,10 +262,14 @@ def simulate_path(plan: PathPlan, t: np.ndarray, face_point) -> Path2D:  # type:
 # --------------------------------------------------------------------------------------
 
 
-def cycle_rate(speed: np.ndarray) -> np.ndarray:
-    """Gait cycles per second for a walking speed (m/s): 1.1 at 1.3 m/s (a stride of 1.2 m).
-    Standing still keeps a slow virtual cadence, so turning on the spot takes steps."""
-    return 0.6 + 0.38 * np.clip(speed, 0.0, 2.0)
+def cycle_rate(speed: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Gait cycles per second for a walking speed (m/s) and a turn rate (rad/s): 1.1 at 1.3 m/s
+    (a stride of 1.2 m), at least 0.6 standing still, and fast enough that the body turns by at
+    most ``TURN_PER_CYCLE`` per cycle. A planted foot keeps the heading of its mid-stance, so the
+    hip twists by the turn over half a stance: a slow cadence on a quick turn on the spot would
+    wring the standing leg round by up to 180 degrees, where people take quick small steps."""
+    walking = 0.6 + 0.38 * np.clip(speed, 0.0, 2.0)
+    return np.maximum(walking, np.abs(turn) / TURN_PER_CYCLE)
 
 
 def _foot_frame(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
@@ -357,9 +362,9 @@ def gait(
     J = geo.joints
     dt_f = float(path.t[1] - path.t[0])
     # gait phase on the fine grid, then at the frames
-    phase_f = np.concatenate([[0.0], np.cumsum(cycle_rate(path.speed[:-1]) * dt_f)])
-    phase_f += phase0 - np.interp(0.0, path.t, phase_f)  # phase0 at t = 0
     turn_f = np.abs(np.gradient(path.heading, dt_f))
+    phase_f = np.concatenate([[0.0], np.cumsum(cycle_rate(path.speed[:-1], turn_f[:-1]) * dt_f)])
+    phase_f += phase0 - np.interp(0.0, path.t, phase_f)  # phase0 at t = 0
     amp_f = gaussian_filter1d(np.clip(np.maximum(path.speed / 0.8, turn_f / 1.5), 0.0, 1.0), 0.1 / dt_f)
     phase = np.interp(times, path.t, phase_f)
     amp = np.interp(times, path.t, amp_f)

@@ -209,3 +209,31 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "people must be at least 1" in capsys.readouterr().err
     assert core_main(["synth", "--out", str(tmp_path), "--body-model", str(tmp_path / "nowhere")]) == 1
     assert "SMPL-X body model not found" in capsys.readouterr().err
+
+
+def test_turning_on_the_spot_takes_steps_within_the_joint_limits(model):
+    """A sharp corner is taken standing, turning on the spot: the legs must stay anatomical
+    (a planted foot held through the whole turn wrung the hip round by up to 180 degrees, which
+    no fit with joint limits could follow) and every stance foot must stay put."""
+    import torch
+
+    from core.motion.priors import Priors
+    from core.synth import motion as mo
+
+    rest = model.rest(np.zeros(model.num_betas))
+    geo = mo.BodyGeometry.measure(rest.vertices, rest.joints, model.weights)
+    fine = np.arange(0, 5.0, 1 / 300)
+    # out 1.5 m and straight back: a 180 degree turn on the spot
+    plan = mo.PathPlan(waypoints=np.array([[0.0, 0.0], [0.0, 1.5], [0.0, 0.0]]), speed=1.2)
+    path = mo.simulate_path(plan, fine, lambda t: (0.0, 10.0))
+    times = np.arange(0, 4.5, 1 / 30)
+    assert np.ptp(np.interp(times, path.t, path.heading)) > 0.9 * np.pi  # it did turn round
+    legs = [j - 1 for j in (1, 2, 4, 5, 7, 8, 10, 11)]  # hips, knees, ankles, toes
+    for phase0 in (0.0, 0.25, 0.5, 0.75):  # wherever in its stride the turn comes
+        poses, trans = mo.gait(geo, path, times, phase0, mo.GaitStyle())
+        limits = Priors().joint_limit_terms(torch.tensor(poses[None, :, 3:66], dtype=torch.float32))[0].numpy()
+        worst = limits[:, legs].max()
+        assert worst < 0.05**2, f"phase {phase0}: leg joints beyond their limits by {np.sqrt(worst):.2f} rad"
+        _, joints = model.forward(np.zeros(model.num_betas), poses.astype(np.float32), trans.astype(np.float32))
+        slide = ev.foot_sliding(joints.detach().numpy()[:, : ev.BODY_JOINTS], np.arange(len(times)), 1)
+        assert slide < 4.0, f"phase {phase0}: foot sliding {slide:.2f} mm/frame"
