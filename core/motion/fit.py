@@ -85,7 +85,7 @@ class FitConfig:
     contact_height: float = 0.05  # a foot point this close to the person's lowest one (m) may be in contact
     contact_speed: float = 0.4  # and moving slower than this (m/s, over a few frames)
     contact_still: float = 0.008  # an ankle keypoint drifting slower than this against the camera's own motion (share of the person's size per frame) marks its foot as planted (0: off)
-    contact_pivot: bool = True  # a foot in contact may turn about the points it stands on (False: every foot point held in place)
+    contact_turn: float = 0.25  # what turning a planted foot about where it stands costs, against sliding it as far (1: every foot point held in place)
     w_cam_tilt: float = 1.0  # the world stage's camera tilt away from the first floor estimate (rad^2 per frame)
     w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
@@ -402,17 +402,14 @@ class Fitter:
         if contact is not None and self.num_t > 1:
             vel = first_difference(out.feet)  # [P,T-1,6,3]
             w = torch.minimum(contact[:, 1:], contact[:, :-1])
-            if self.cfg.contact_pivot:
-                # a planted foot holds its place and stays down but may turn about the points it
-                # stands on: the contact-weighted mean of each foot's horizontal motion, and every
-                # point's vertical motion
-                wf = w.reshape(*w.shape[:2], 2, 3)
-                vf = vel.reshape(*vel.shape[:2], 2, 3, 3)
-                mean = (wf[..., None] * vf).sum(-2) / wf.sum(-1, keepdim=True).clamp(min=1e-6)
-                horiz = (wf.sum(-1) * (mean[..., [0, 2]] ** 2).sum(-1)).sum((-1, -2))
-                slide = horiz + (w * vel[..., 1] ** 2).sum((-1, -2))
-            else:
-                slide = (w * (vel**2).sum(-1)).sum((-1, -2))
+            # a planted foot holds its place and stays down; turning about the points it stands on
+            # (the contact-weighted mean of its horizontal motion taken out) costs contact_turn
+            wf = w.reshape(*w.shape[:2], 2, 3)
+            vf = vel.reshape(*vel.shape[:2], 2, 3, 3)[..., [0, 2]]  # horizontal
+            mean = (wf[..., None] * vf).sum(-2, keepdim=True) / wf.sum(-1, keepdim=True)[..., None].clamp(min=1e-6)
+            move = (wf * (mean**2).sum(-1)).sum((-1, -2, -3))
+            turn = (wf * ((vf - mean) ** 2).sum(-1)).sum((-1, -2, -3))
+            slide = move + c.contact_turn * turn + (w * vel[..., 1] ** 2).sum((-1, -2))
             lift = (contact * feet_y**2).sum((-1, -2))
             total = total + c.w_contact * (slide + lift)
         return total

@@ -463,7 +463,8 @@ def test_a_planted_foot_may_pivot_but_not_slide(model):
     """Turning on the spot, people turn a planted foot about where it stands. The contact term
     held every foot point in place, so a stance foot could not turn, the legs could not follow
     and the fitted body lagged the turn by 20-30 degrees. A foot in contact now holds its place
-    and stays down (``contact_pivot``): turning about its contact point is free, sliding is not."""
+    and stays down: turning about its contact point costs ``contact_turn`` of what sliding as far
+    does (1: the old hold of every point), sliding costs the same."""
     num_t = 12
     rest = fit.FitState(
         betas=np.zeros((1, model.num_betas)),
@@ -477,8 +478,8 @@ def test_a_planted_foot_may_pivot_but_not_slide(model):
     contact = torch.zeros(1, num_t, 6)
     contact[..., :3] = 1.0  # the left foot planted throughout
 
-    def slide_cost(turn_per_frame: float, slide_per_frame: float, pivot: bool) -> float:
-        f = fit.Fitter(body, obs, fit.FitConfig(contact_pivot=pivot), rest)
+    def slide_cost(turn_per_frame: float, slide_per_frame: float, hold: float) -> float:
+        f = fit.Fitter(body, obs, fit.FitConfig(contact_turn=hold), rest)
         with torch.no_grad():
             feet = f.pose_bodies(surface=False).feet  # [1, T, 6, 3], all frames alike
             t = torch.arange(num_t, dtype=feet.dtype)[:, None, None]
@@ -493,10 +494,11 @@ def test_a_planted_foot_may_pivot_but_not_slide(model):
             return f.floor_terms(out, contact).item() - base
 
     turn, slide = np.radians(5.0), 0.01  # 150 deg/s; 0.3 m/s
-    assert slide_cost(turn, 0.0, pivot=True) < 1e-6  # turning on the spot about the planted foot is free
-    assert slide_cost(turn, 0.0, pivot=False) > 0.1  # it used to cost as much as sliding
-    assert slide_cost(0.0, slide, pivot=True) == pytest.approx(slide_cost(0.0, slide, pivot=False), rel=1e-4)  # sliding costs the same
-    assert slide_cost(0.0, slide, pivot=True) > 0.1
+    held, free = slide_cost(turn, 0.0, 1.0), slide_cost(turn, 0.0, 0.0)
+    assert free < 1e-6 < 0.1 < held  # turning on the spot about the planted foot: free, or as dear as sliding
+    assert slide_cost(turn, 0.0, 0.25) == pytest.approx(0.25 * held, rel=0.02)
+    sliding = slide_cost(0.0, slide, 0.0)
+    assert sliding > 0.1 and sliding == pytest.approx(slide_cost(0.0, slide, 1.0), rel=0.02)  # sliding costs the same
 
 
 # ---------------------------------------------------------------------------------------------
