@@ -229,9 +229,10 @@ def test_turning_on_the_spot_takes_steps_within_the_joint_limits(model):
     times = np.arange(0, 4.5, 1 / 30)
     assert np.ptp(np.interp(times, path.t, path.heading)) > 0.9 * np.pi  # it did turn round
     legs = [j - 1 for j in (1, 2, 4, 5, 7, 8, 10, 11)]  # hips, knees, ankles, toes
+    priors = Priors()
     for phase0 in (0.0, 0.25, 0.5, 0.75):  # wherever in its stride the turn comes
         poses, trans = mo.gait(geo, path, times, phase0, mo.GaitStyle())
-        limits = Priors().joint_limit_terms(torch.tensor(poses[None, :, 3:66], dtype=torch.float32))[0].numpy()
+        limits = priors.joint_limit_terms(torch.tensor(poses[None, :, 3:66], dtype=torch.float32))[0].numpy()
         worst = limits[:, legs].max()
         assert worst < 0.05**2, f"phase {phase0}: leg joints beyond their limits by {np.sqrt(worst):.2f} rad"
         _, joints = model.forward(np.zeros(model.num_betas), poses.astype(np.float32), trans.astype(np.float32))
