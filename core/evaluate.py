@@ -245,6 +245,34 @@ def _pair_metrics(
     return out
 
 
+def camera_level(world_to_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[T, 4, 4] OpenCV world-to-camera (world +Y up, floor y = 0) -> pitch [T] (degrees below the
+    horizon of the viewing direction), roll [T] (degrees the image is turned about the viewing
+    direction: 0 upright, 180 upside down) and height [T] (the camera centre's y, metres above
+    the floor)."""
+    rot = world_to_cam[:, :3, :3]  # rows: the camera's x, y, z axes in world coordinates
+    centre = -np.einsum("tba,tb->ta", rot, world_to_cam[:, :3, 3])
+    pitch = np.degrees(np.arcsin(np.clip(-rot[:, 2, 1], -1.0, 1.0)))
+    roll = np.degrees(np.arctan2(rot[:, 0, 1], -rot[:, 1, 1]))  # image x and y (down) axes' heights
+    return pitch, roll, centre[:, 1]
+
+
+def camera_errors(pred: bd.Bundle, gt: bd.Bundle, ip: np.ndarray, ig: np.ndarray) -> dict[str, float]:
+    """How the solved camera stands to the floor against the truth, over common frames (indices
+    ``ip`` / ``ig``). Both worlds have +Y up and the floor at y = 0, so pitch and roll compare
+    directly (the heading about +Y is each world's own choice); the height is a ratio, as a
+    monocular world's scale follows the body model's sizes."""
+    if len(ip) == 0:
+        return {"pitch_err_deg": math.nan, "roll_err_deg": math.nan, "height_ratio": math.nan}
+    pp, rp, hp = camera_level(pred.camera.world_to_cam[ip])
+    pg, rg, hg = camera_level(gt.camera.world_to_cam[ig])
+    return {
+        "pitch_err_deg": float(np.abs(pp - pg).mean()),
+        "roll_err_deg": float(np.abs((rp - rg + 180.0) % 360.0 - 180.0).mean()),
+        "height_ratio": float(np.mean(hp / np.where(np.abs(hg) > 1e-6, hg, np.nan))),
+    }
+
+
 def evaluate(
     pred: bd.Bundle, gt: bd.Bundle, *, max_match_distance: float = DEFAULT_MAX_MATCH
 ) -> dict[str, Any]:
@@ -288,6 +316,7 @@ def evaluate(
         "extra": [ps.ids[i] for i in range(len(ps.ids)) if i not in matched_pred],
         "id_switches": int(switches.sum()),
         "id_switches_per_pred": {ps.ids[i]: int(s) for i, s in enumerate(switches)},
+        "camera": camera_errors(pred, gt, ip, ig),
         "warnings": warnings,
     }
 
@@ -324,6 +353,10 @@ def format_table(result: dict[str, Any]) -> str:
     for m in result["matches"]:
         lines.append(row(m["pred"], m["gt"], str(m["frames"]), m, str(m["id_switches"])))
     lines.append(row("mean", "", "", result["mean"], str(result["id_switches"])))
+    cam = result.get("camera")
+    if cam:
+        lines.append(f"camera: pitch off by {cam['pitch_err_deg']:.2f} deg, roll by {cam['roll_err_deg']:.2f} deg, "
+                     f"height {cam['height_ratio']:.3f} x the truth's")  # fmt: skip
     lines.append(f"missed GT people: {', '.join(result['missed']) or 'none'}; "
                  f"extra predicted people: {', '.join(result['extra']) or 'none'}")  # fmt: skip
     lines += [f"warning: {w}" for w in result["warnings"]]

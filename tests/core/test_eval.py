@@ -14,6 +14,7 @@ from core.__main__ import main as core_main
 from tests.core.toy_bundle import make_bundle
 
 FRAMES = 24
+CAMERA_RIGHT = {"pitch_err_deg": 0.0, "roll_err_deg": 0.0, "height_ratio": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def test_self_is_all_zero(gt):
         assert m["foot_slide_pred_mm"] == m["foot_slide_gt_mm"]
         assert m["id_switches"] == 0
     assert r["missed"] == [] and r["extra"] == [] and r["id_switches"] == 0
+    assert r["camera"] == pytest.approx(CAMERA_RIGHT, abs=1e-9)
 
 
 def test_shift_of_one_person_is_camera_error_only(gt):
@@ -78,6 +80,33 @@ def test_world_frame_choice_does_not_matter(gt):
         for k in ("mpjpe_mm", "pa_mpjpe_mm", "w_mpjpe_mm", "wa_mpjpe_mm", "rte_mm"):
             assert m[k] == pytest.approx(0.0, abs=1e-2), k
         assert m["jitter_pred"] == pytest.approx(m["jitter_gt"], rel=1e-3)
+    assert r["camera"] == pytest.approx(CAMERA_RIGHT, abs=1e-6)
+
+
+def test_camera_tilted_or_raised_is_scored_against_the_floor(gt):
+    """The solved camera's pitch and roll against the floor, and its height as a ratio; a camera
+    turned upside down about its viewing axis is 180 degrees off in roll."""
+    pitch, roll, height = ev.camera_level(gt.camera.world_to_cam)  # at (0, 1.6, -6), looking at (0, 0.9, 0)
+    assert pitch == pytest.approx(np.full(FRAMES, np.degrees(np.arctan2(0.7, 6.0))), abs=1e-4)
+    assert roll == pytest.approx(np.zeros(FRAMES), abs=1e-4)
+    assert height == pytest.approx(np.full(FRAMES, 1.6), abs=1e-6)
+
+    def turned(axis: int, deg: float) -> bd.Bundle:
+        pred = copy.deepcopy(gt)
+        r = np.eye(4)
+        r[:3, :3] = bd.axis_angle_to_matrix(np.radians(deg) * np.eye(3)[axis])  # about the camera's own axis
+        pred.camera.world_to_cam = r @ pred.camera.world_to_cam
+        return pred
+
+    assert ev.evaluate(turned(0, 3.0), gt)["camera"] == pytest.approx({**CAMERA_RIGHT, "pitch_err_deg": 3.0}, abs=1e-4)
+    assert ev.evaluate(turned(2, 2.0), gt)["camera"]["roll_err_deg"] == pytest.approx(2.0, abs=0.01)
+    upside_down = ev.evaluate(turned(2, 180.0), gt)["camera"]
+    assert upside_down == pytest.approx({**CAMERA_RIGHT, "roll_err_deg": 180.0}, abs=1e-3)
+    raised = copy.deepcopy(gt)
+    m = raised.camera.world_to_cam
+    centre = -np.einsum("tba,tb->ta", m[:, :3, :3], m[:, :3, 3])
+    m[:, :3, 3] = -np.einsum("tab,tb->ta", m[:, :3, :3], centre * np.array([1.0, 1.1, 1.0]))
+    assert ev.evaluate(raised, gt)["camera"]["height_ratio"] == pytest.approx(1.1, abs=1e-6)
 
 
 def test_world_errors_are_aligned_every_chunk_of_frames(gt, monkeypatch):
