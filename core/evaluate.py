@@ -353,10 +353,9 @@ def format_table(result: dict[str, Any]) -> str:
     for m in result["matches"]:
         lines.append(row(m["pred"], m["gt"], str(m["frames"]), m, str(m["id_switches"])))
     lines.append(row("mean", "", "", result["mean"], str(result["id_switches"])))
-    cam = result.get("camera")
-    if cam:
-        lines.append(f"camera: pitch off by {cam['pitch_err_deg']:.2f} deg, roll by {cam['roll_err_deg']:.2f} deg, "
-                     f"height {cam['height_ratio']:.3f} x the truth's")  # fmt: skip
+    cam = result["camera"]
+    lines.append(f"camera: pitch off by {cam['pitch_err_deg']:.2f} deg, roll by {cam['roll_err_deg']:.2f} deg, "
+                 f"height {cam['height_ratio']:.3f} x the truth's")  # fmt: skip
     lines.append(f"missed GT people: {', '.join(result['missed']) or 'none'}; "
                  f"extra predicted people: {', '.join(result['extra']) or 'none'}")  # fmt: skip
     lines += [f"warning: {w}" for w in result["warnings"]]
