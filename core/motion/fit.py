@@ -87,6 +87,7 @@ class FitConfig:
     contact_still: float = 0.008  # an ankle keypoint drifting slower than this against the camera's own motion (share of the person's size per frame) marks its foot as planted (0: off)
     contact_turn: float = 0.25  # what turning a planted foot about where it stands costs, against sliding it as far (1: every foot point held in place)
     w_cam_tilt: float = 1.0  # the world stage's camera tilt away from the first floor estimate (rad^2 per frame)
+    w_hold_ends: float = 1.0  # near the clip's ends, turning a body away from the heading the world stage started from (per frame, 2(1 - cos), times how one-sided the stage's cues are there)
     w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
@@ -416,10 +417,23 @@ class Fitter:
 
     def heading_term(self, cues: WorldCues) -> torch.Tensor:
         """[P] a person travelling faces where they go (robust: a sidestep pays a bounded price)."""
-        fwd = self.global_rot()[..., :, 2] * torch.tensor([1.0, 0.0, 1.0], device=self.device)  # body +z, horizontal
-        fwd = fwd / torch.linalg.vector_norm(fwd, dim=-1, keepdim=True).clamp(min=1e-6)
-        off = 1.0 - (fwd * cues.travel).sum(-1)  # 0 when aligned, 2 when opposite
+        off = 1.0 - (facing(self.global_rot()) * cues.travel).sum(-1)  # 0 when aligned, 2 when opposite
         return self.cfg.w_heading * (cues.travel_weight * gmof(off, 0.3)).sum(-1)
+
+    def hold_ends_term(self) -> torch.Tensor:
+        """[P] near the clip's ends, what turning a body about the vertical away from the heading
+        this fitter started from costs (the camera-frame fit's, in the world stage).
+
+        The world stage reads its contact and heading cues from the fit itself, and within a few
+        frames of the clip's ends from one side of it only; there they are least sure and the
+        camera-frame fit's heading is the better guess. Left free, they put the first frame of
+        people who spin on the spot as the clip starts 21-25 degrees off the truth, where the
+        camera-frame fit had them 4-6 degrees off (docs/motion.md). Weighted per frame by how
+        unsure the one-sided cues are there, ``1 - slope_precision``: 0.85 on the first and last
+        frame, 0 from about ten frames in."""
+        turned = 2.0 * (1.0 - (facing(self.global_rot()) * facing(self.rot_base)).sum(-1))  # [P,T] ~ angle^2
+        unsure = 1.0 - torch.as_tensor(slope_precision(self.num_t, TRAVEL_SIGMA), dtype=turned.dtype, device=self.device)
+        return self.cfg.w_hold_ends * (unsure * turned).sum(-1)
 
     def people_term(self, out: BodyOutput) -> torch.Tensor:
         """Sphere-overlap penalty between every pair of people (same frame)."""
@@ -608,6 +622,7 @@ class Fitter:
                 terms["heading"] = self.heading_term(cues).sum()
             terms["people"] = self.people_term(out)
             terms["masks"] = self.mask_terms(out)
+            terms["hold_ends"] = self.hold_ends_term().sum()
             terms["camera"] = c.w_cam_tilt * self.num_t * (self.cam_delta[:2] ** 2).sum()
         return terms
 
@@ -762,6 +777,12 @@ def _slope_window(sigma: float, num_t: int) -> tuple[np.ndarray, np.ndarray]:
     r = min(int(math.ceil(2.5 * sigma)), num_t - 1)
     k = np.arange(-r, r + 1)
     return k, np.exp(-0.5 * (k / sigma) ** 2)
+
+
+def facing(rot: torch.Tensor) -> torch.Tensor:
+    """[..., 3] the horizontal unit direction a body faces (its +z) from root rotations [..., 3, 3]."""
+    f = rot[..., :, 2] * torch.tensor([1.0, 0.0, 1.0], dtype=rot.dtype, device=rot.device)
+    return f / torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp(min=1e-6)
 
 
 def time_slope(x: torch.Tensor, sigma: float) -> torch.Tensor:

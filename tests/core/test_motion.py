@@ -459,6 +459,35 @@ def test_heading_cue_trusts_the_clip_ends_less(model):
     assert f.heading_term(cues).item() < 1e-4  # facing the way they go costs nothing
 
 
+def test_world_stage_holds_headings_near_the_clip_ends(model):
+    """Near the clip's ends the world stage's cues are read from one side of the fit, so there a
+    body turned about the vertical away from the heading the stage started from pays
+    ``w_hold_ends`` (they had put the first frame of people spinning on the spot as the clip
+    starts 21-25 degrees off); mid-clip the turn is free, and both ends pay alike."""
+    num_t, turn = 40, np.radians(20.0)
+    state = fit.FitState(
+        betas=np.zeros((1, model.num_betas)),
+        global_rot=np.tile(fit.yaw_rotation(np.pi / 2), (1, num_t, 1, 1)),
+        body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)),
+        transl=np.tile([0.0, 0.0, 5.0], (1, num_t, 1)),
+        world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)),
+    )
+    obs = fit.Observations(np.zeros((1, num_t, 17, 3)), intrinsics((640, 360), 500.0, num_t), state.world_to_cam, (640, 360))
+    f = fit.Fitter(SparseBody(model), obs, fit.FitConfig(), state)
+
+    def cost(frames: list[int], axis: int = 1) -> float:
+        with torch.no_grad():
+            f.d_rot.zero_()
+            f.d_rot[0, frames, axis] = turn
+            return f.hold_ends_term().item()
+
+    full = fit.FitConfig().w_hold_ends * 2 * (1 - np.cos(turn))  # what one frame pays with its cues unsure
+    first, last = cost([0]), cost([num_t - 1])
+    assert 0.7 * full < first < full and first == pytest.approx(last, rel=1e-4), (first, last, full)
+    assert cost(list(range(12, num_t - 12))) < 1e-9  # mid-clip: free
+    assert cost([0], axis=0) < 0.1 * first  # leaning (about a horizontal axis) is not a turn
+
+
 def test_a_planted_foot_may_pivot_but_not_slide(model):
     """Turning on the spot, people turn a planted foot about where it stands. The contact term
     held every foot point in place, so a stance foot could not turn, the legs could not follow
