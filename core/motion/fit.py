@@ -302,6 +302,9 @@ class Fitter:
         self.cam_delta = torch.zeros(3, **f32).requires_grad_(True)
         self.steps_run = 0  # optimiser steps the last ``run`` took (L-BFGS: 20 iterations each)
         self.num_p, self.num_t = kps.shape[:2]
+        # how sure a path's slope is at each frame (1 inside, falling toward the clip's ends, where
+        # ``time_slope`` is one-sided): the world stage's heading cue and end hold read it
+        self.slope_sure = torch.as_tensor(slope_precision(self.num_t, TRAVEL_SIGMA), **f32)
         self.betas = torch.as_tensor(state.betas, **f32).requires_grad_(True)
         self.rot_base = torch.as_tensor(state.global_rot, **f32)
         self.d_rot = torch.zeros(self.num_p, self.num_t, 3, **f32).requires_grad_(True)
@@ -432,8 +435,7 @@ class Fitter:
         unsure the one-sided cues are there, ``1 - slope_precision``: 0.85 on the first and last
         frame, 0 from about ten frames in."""
         turned = 2.0 * (1.0 - (facing(self.global_rot()) * facing(self.rot_base)).sum(-1))  # [P,T] ~ angle^2
-        unsure = 1.0 - torch.as_tensor(slope_precision(self.num_t, TRAVEL_SIGMA), dtype=turned.dtype, device=self.device)
-        return self.cfg.w_hold_ends * (unsure * turned).sum(-1)
+        return self.cfg.w_hold_ends * ((1.0 - self.slope_sure) * turned).sum(-1)
 
     def people_term(self, out: BodyOutput) -> torch.Tensor:
         """Sphere-overlap penalty between every pair of people (same frame)."""
@@ -668,8 +670,7 @@ class Fitter:
         weight = ((vn - 0.5 * c.heading_speed) / (0.5 * c.heading_speed)).clamp(0.0, 1.0)
         # near the clip's ends the path's slope is fitted from one side and is several times
         # noisier (a depth drift there reads as travel): the cue counts by how sure it is
-        sure = torch.as_tensor(slope_precision(self.num_t, TRAVEL_SIGMA), dtype=weight.dtype, device=self.device)
-        return WorldCues(contact, travel, weight * sure)
+        return WorldCues(contact, travel, weight * self.slope_sure)
 
     def frame_costs(self) -> np.ndarray:
         """[P, T] keypoint and pose-prior cost of each person and frame (no gradients)."""

@@ -436,21 +436,28 @@ def test_world_camera_tilt_holds_without_evidence(model, scene):
     assert free > 1.5, free  # the scene does pull the camera off
 
 
+def fitter_facing_x(model, transl: np.ndarray) -> fit.Fitter:  # type: ignore[no-untyped-def]
+    """A world-stage fitter of one relaxed body facing +x along ``transl`` [T, 3], camera at the
+    origin, no keypoints."""
+    num_t = len(transl)
+    state = fit.FitState(
+        betas=np.zeros((1, model.num_betas)),
+        global_rot=np.tile(fit.yaw_rotation(np.pi / 2), (1, num_t, 1, 1)),
+        body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)),
+        transl=transl[None],
+        world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)),
+    )
+    obs = fit.Observations(np.zeros((1, num_t, 17, 3)), intrinsics((640, 360), 500.0, num_t), state.world_to_cam, (640, 360))
+    return fit.Fitter(SparseBody(model), obs, fit.FitConfig(), state)
+
+
 def test_heading_cue_trusts_the_clip_ends_less(model):
     """A walker faces where they go, but near the clip's ends the direction of travel is read from
     one side of the path and a depth drift there reads as travel (it turned clips' first frames
     about 10 degrees the wrong way): the cue's weight falls towards the ends, symmetrically."""
     num_t, speed = 40, 1.2
     t = np.arange(num_t)
-    state = fit.FitState(
-        betas=np.zeros((1, model.num_betas)),
-        global_rot=np.tile(fit.yaw_rotation(np.pi / 2), (1, num_t, 1, 1)),  # facing +x, the way they walk
-        body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)),
-        transl=np.stack([speed * t / 30.0, np.zeros(num_t), 5.0 + 0.01 * np.sin(t)], -1)[None],
-        world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)),
-    )
-    obs = fit.Observations(np.zeros((1, num_t, 17, 3)), intrinsics((640, 360), 500.0, num_t), state.world_to_cam, (640, 360))
-    f = fit.Fitter(SparseBody(model), obs, fit.FitConfig(), state)
+    f = fitter_facing_x(model, np.stack([speed * t / 30.0, np.zeros(num_t), 5.0 + 0.01 * np.sin(t)], -1))  # walking +x
     cues = f.world_cues(f.pose_bodies(surface=False))
     travel, weight = cues.travel[0].numpy(), cues.travel_weight[0].numpy()
     assert (travel[:, 0] > 0.99).all(), travel  # the direction is right everywhere
@@ -465,15 +472,7 @@ def test_world_stage_holds_headings_near_the_clip_ends(model):
     ``w_hold_ends`` (they had put the first frame of people spinning on the spot as the clip
     starts 21-25 degrees off); mid-clip the turn is free, and both ends pay alike."""
     num_t, turn = 40, np.radians(20.0)
-    state = fit.FitState(
-        betas=np.zeros((1, model.num_betas)),
-        global_rot=np.tile(fit.yaw_rotation(np.pi / 2), (1, num_t, 1, 1)),
-        body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)),
-        transl=np.tile([0.0, 0.0, 5.0], (1, num_t, 1)),
-        world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)),
-    )
-    obs = fit.Observations(np.zeros((1, num_t, 17, 3)), intrinsics((640, 360), 500.0, num_t), state.world_to_cam, (640, 360))
-    f = fit.Fitter(SparseBody(model), obs, fit.FitConfig(), state)
+    f = fitter_facing_x(model, np.tile([0.0, 0.0, 5.0], (num_t, 1)))  # standing
 
     def cost(frames: list[int], axis: int = 1) -> float:
         with torch.no_grad():
