@@ -3,6 +3,7 @@
     .venv/core/bin/python benchmarks/motion_synth.py [--people 1 2 4] [--cameras static orbit]
         [--seed 0 1 2] [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu]
         [--json OUT] [--save DIR] [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
+        [--set FIELD=VALUE ...] [--jobs N [--threads 1]]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
 people occluding each other), its ground-truth 2D keypoints are degraded like a detector's
@@ -95,6 +96,37 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
     }
 
 
+def _set_threads(threads: int) -> None:
+    """Worker start-up for --jobs: ``threads`` per process, so N scenes use N x threads cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def scene_result(camera: str, n: int, seed: int, folder: Path, args: argparse.Namespace) -> dict:
+    """Render the scene if missing (or made by an older generator) and fit and score it."""
+    from core.body.model import BodyModel
+    from core.body.standin import ensure_standin
+    from core.synth.generate import generate, is_current
+    from core.synth.scene import SynthConfig
+
+    model = BodyModel(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)), device=args.device)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    if not is_current(folder):
+        scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=seed + n, camera=camera,
+                            hfov_deg=args.hfov, camera_distance=args.camera_distance)  # fmt: skip
+        generate(scene, folder, model)
+    if args.fov_only:
+        inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=seed, masks=False)
+        found = search_fov(inp.keypoints, inp.image_size)
+        err = 100 * (found.focal_px / inp.focal_px - 1)
+        fov_row = (f"| {camera} | {n} | {found.hfov_deg:.1f} | {hfov(inp.focal_px, w):.1f} | {err:+.1f} | "
+                   f"{found.pitch_deg:.1f} | {found.source} |")  # fmt: skip
+        return {"camera": camera, "people": n, "seed": seed, "focal_px": found.focal_px, "focal_gt_px": inp.focal_px,
+                "fov_row": fov_row}  # fmt: skip
+    return {"seed": seed, "scene": folder.name, **run_one(model, folder, camera, seed, args)}
+
+
 def hfov(focal_px: float, width: int) -> float:
     return math.degrees(2 * math.atan(width / 2 / focal_px))
 
@@ -159,48 +191,53 @@ def main() -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="FitConfig overrides, e.g. w_smooth=2")
     p.add_argument("--json", default=None)
     p.add_argument("--save", default=None, help="write each fitted bundle to SAVE/<scene> (for analysis)")
+    p.add_argument("--jobs", type=int, default=1, help="scenes fitted at once, one process each")
+    p.add_argument("--threads", type=int, default=1, help="threads per process with --jobs")
     args = p.parse_args()
 
-    from core.body.model import BodyModel
     from core.body.standin import ensure_standin
-    from core.synth.generate import generate, is_current
-    from core.synth.scene import SynthConfig
 
-    model = BodyModel(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)), device=args.device)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    results = []
+    lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
+    scenes = [(camera, n, seed, Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{seed}{lens}")
+              for camera in args.cameras for n in args.people for seed in args.seed]  # fmt: skip
+    ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",))  # made once, before any worker reads it
     print(FOV_HEADER if args.fov_only else HEADER, flush=True)
+    if args.jobs > 1:  # one process per scene, one thread each; rows print in order once a kind is done
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_set_threads,
+                                 initargs=(args.threads,)) as pool:  # fmt: skip
+            futures = [pool.submit(scene_result, *sc, args) for sc in scenes]
+            for done in as_completed(futures):
+                r = done.result()
+                print(f"  done: {r['camera']} {r['people']}p seed {r['seed']}", file=sys.stderr, flush=True)
+                write_json(args, [f.result() for f in futures if f.done()])  # what is done survives a kill
+            results = [f.result() for f in futures]
+    else:
+        results = []
+        for sc in scenes:
+            results.append(scene_result(*sc, args))
+            write_json(args, results)
     for camera in args.cameras:
         for n in args.people:
-            runs = []
-            lens = "" if (args.hfov, args.camera_distance) == (55.0, 7.0) else f"_h{args.hfov:g}_d{args.camera_distance:g}"
-            for seed in args.seed:
-                folder = Path(args.work) / f"{camera}_{n}p_{args.frames}f_{w}x{h}_s{seed}{lens}"
-                if not is_current(folder):
-                    scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=seed + n, camera=camera,
-                                        hfov_deg=args.hfov, camera_distance=args.camera_distance)  # fmt: skip
-                    generate(scene, folder, model)
-                if args.fov_only:
-                    inp = read_synth(folder, noise_px=args.noise, drop=args.drop, seed=seed, masks=False)
-                    found = search_fov(inp.keypoints, inp.image_size)
-                    err = 100 * (found.focal_px / inp.focal_px - 1)
-                    print(f"| {camera} | {n} | {found.hfov_deg:.1f} | {hfov(inp.focal_px, w):.1f} | {err:+.1f} | "
-                          f"{found.pitch_deg:.1f} | {found.source} |", flush=True)  # fmt: skip
-                    results.append({"camera": camera, "people": n, "seed": seed, "focal_px": found.focal_px, "focal_gt_px": inp.focal_px})
-                    continue
-                r = {"seed": seed, **run_one(model, folder, camera, seed, args)}
-                results.append(r)
-                runs.append(r)
-                print(row(r, str(seed)), flush=True)
+            runs = [r for r in results if r["camera"] == camera and r["people"] == n]
+            for r in runs:
+                print(r["fov_row"] if args.fov_only else row(r, str(r["seed"])), flush=True)
                 if args.search_fov:
                     print(f"  (FOV search: {hfov(r['focal_px'], w):.1f} deg against {hfov(r['focal_gt_px'], w):.1f}, "
                           f"focal length {100 * (r['focal_px'] / r['focal_gt_px'] - 1):+.1f} %)", flush=True)  # fmt: skip
-            if len(runs) > 1:
+            if len(runs) > 1 and not args.fov_only:
                 print(row(mean_over_seeds(runs), "mean"), flush=True)
-    settings = {k: v for k, v in vars(args).items() if k != "json"}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"settings": settings, "results": results}, indent=1, default=float) + "\n")
     return 0
+
+
+def write_json(args: argparse.Namespace, results: list[dict]) -> None:
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        text = json.dumps({"settings": settings, "results": results}, indent=1, default=float) + "\n"
+        Path(args.json).write_text(text)
 
 
 if __name__ == "__main__":
