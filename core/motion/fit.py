@@ -53,6 +53,8 @@ KEYPOINT_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1,
 SIDE_PAIRS = ((1, 2), (3, 4), (5, 6), (11, 12))
 SIDE_BEHIND = 0.08  # m: a seen point this far behind its missing partner contradicts the detector (half the cost)
 SIDE_DEPTH = 0.02  # m over which that contradiction goes from none to full
+PELVIS, NECK = 0, 12  # SMPL-X joint indices
+TORSO_SWING_SIGMA = 0.05  # rad per frame (about 3 degrees) from which the torso's swing costs less than quadratically
 W_SIDE = 0.05  # cost of one pair seen the wrong way round, in the rigid stage's per-frame keypoint-cost units
 
 
@@ -75,6 +77,7 @@ class FitConfig:
     w_smooth: float = 3.0  # joint acceleration (m/frame^2)^2
     w_smooth_pose: float = 0.05  # pose velocity (rad/frame)^2
     w_smooth_rot: float = 1.0  # angular acceleration of the root (squared Frobenius norm of its rotation's second difference)
+    w_torso_speed: float = 10.0  # the pelvis-to-neck direction swinging from frame to frame (robust; turning about it is free)
     w_floor: float = 20.0  # lowest foot point to the floor (robust: jumps pay less)
     w_ground: float = 100.0  # points below the floor
     w_contact: float = 100.0  # foot sliding / lifting while in contact (m^2)
@@ -383,7 +386,19 @@ class Fitter:
         acc = (second_difference(j) ** 2).sum((-1, -2, -3))
         vel = (first_difference(self.body_pose) ** 2).sum((-1, -2))
         rot = (second_difference(self.global_rot()) ** 2).sum((-1, -2, -3))
-        return c.w_smooth * acc + c.w_smooth_pose * vel + c.w_smooth_rot * rot
+        return c.w_smooth * acc + c.w_smooth_pose * vel + c.w_smooth_rot * rot + c.w_torso_speed * self.torso_swing(j)
+
+    def torso_swing(self, joints: torch.Tensor) -> torch.Tensor:
+        """[P] how far the pelvis-to-neck direction swings from one frame to the next (squared
+        change of the unit vector, robust: a fast bow or fall pays a bounded price).
+
+        The acceleration terms above leave a steady ramp free, and the lean of a body, which the
+        keypoints hardly fix (depth along the ray), ramped 5-11 degrees near the clip's ends where
+        only one side holds it; W-MPJPE aligns each person on their first two frames and tilted
+        their whole path by it (docs/motion.md). Turning about the torso's own axis costs nothing."""
+        torso = joints[:, :, NECK] - joints[:, :, PELVIS]
+        torso = torso / torso.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        return gmof((first_difference(torso) ** 2).sum(-1), TORSO_SWING_SIGMA).sum(-1)
 
     def pose_prior_terms(self) -> torch.Tensor:
         """[P, T, 21] weighted joint-limit and comfort cost of each body joint."""

@@ -347,12 +347,29 @@ def test_fit_recovers_people_on_one_floor(model, scene):
     for p in pred.people:
         joints = bd.world_joints(p)
         assert np.abs(np.median(joints[:, [7, 8, 10, 11], 1].min(-1))) < 0.12
+    # and leans as the truth does at the clip's ends too, where one side alone holds the fit (the
+    # torso had ramped to 8-16 degrees off there, against 4-5 mid-clip)
+    for p, g in zip(pred.people, gt.people):
+        ends = [0, 1, 2, -3, -2, -1]
+        lean = rotation_between(torso_direction(bd.world_joints(p))[ends], torso_direction(bd.world_joints(g))[ends])
+        assert lean.max() < 8.0, (p.id, lean)
     # the camera is where the ground truth's is relative to the floor: height and tilt
     cam_pred = np.linalg.inv(pred.camera.world_to_cam[0])
     cam_gt = np.linalg.inv(gt.camera.world_to_cam[0])
     assert cam_pred[1, 3] == pytest.approx(cam_gt[1, 3], abs=0.6)
     tilt = lambda c: np.degrees(np.arcsin(c[1, 2]))  # noqa: E731 (forward axis' y = pitch)
     assert tilt(cam_pred) == pytest.approx(tilt(cam_gt), abs=6)
+
+
+def torso_direction(joints: np.ndarray) -> np.ndarray:
+    """[T, 3] unit pelvis-to-neck vectors of [T, J, 3] joints."""
+    v = joints[:, 12] - joints[:, 0]
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Degrees between unit vectors a and b [..., 3]."""
+    return np.degrees(np.arccos(np.clip((a * b).sum(-1), -1.0, 1.0)))
 
 
 def test_init_from_ground_truth_bundle_keeps_the_motion(model, scene):
@@ -485,6 +502,31 @@ def test_world_stage_holds_headings_near_the_clip_ends(model):
     assert 0.7 * full < first < full and first == pytest.approx(last, rel=1e-4), (first, last, full)
     assert cost(list(range(12, num_t - 12))) < 1e-9  # mid-clip: free
     assert cost([0], axis=0) < 0.1 * first  # leaning (about a horizontal axis) is not a turn
+
+
+def test_a_torso_ramping_its_lean_pays_and_a_turn_does_not(model):
+    """The acceleration terms leave a steady ramp free, and the fit's torso lean (depth along the
+    ray, which the keypoints hardly fix) ramped 5-16 degrees near the clip's ends: the swing of the
+    pelvis-to-neck direction from frame to frame costs (``w_torso_speed``). Turning about the
+    torso's own axis is free, and a fast bow or fall pays a bounded price per frame."""
+    num_t = 20
+    f = fitter_facing_x(model, np.tile([0.0, 0.0, 5.0], (num_t, 1)))
+    step = np.radians(np.arange(num_t))  # one degree more every frame
+
+    def swing(axis: int, angles: np.ndarray) -> float:
+        with torch.no_grad():
+            f.d_rot.zero_()
+            f.d_rot[0, :, axis] = torch.as_tensor(angles, dtype=torch.float32)
+            return f.torso_swing(f.pose_bodies(surface=False).joints).item()
+
+    still = swing(0, np.zeros(num_t))
+    lean = swing(0, step) - still  # leaning forward by a degree a frame (about the body's x axis)
+    one = np.radians(1.0) ** 2
+    expected = (num_t - 1) * one * fit.TORSO_SWING_SIGMA**2 / (one + fit.TORSO_SWING_SIGMA**2)
+    assert lean == pytest.approx(expected, rel=0.1), (lean, expected)
+    assert swing(1, 5 * step) - still < 0.05 * lean  # turning 5 degrees a frame about the vertical
+    bow = np.where(np.arange(num_t) >= 10, np.radians(30.0), 0.0)  # 30 degrees in one frame
+    assert swing(0, bow) - still < fit.TORSO_SWING_SIGMA**2  # bounded
 
 
 def test_a_planted_foot_may_pivot_but_not_slide(model):
