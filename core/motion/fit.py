@@ -393,7 +393,7 @@ class Fitter:
         change of the unit vector, robust: a fast bow or fall pays a bounded price).
 
         The acceleration terms above leave a steady ramp free, and the lean of a body, which the
-        keypoints hardly fix (depth along the ray), ramped 5-11 degrees near the clip's ends where
+        keypoints hardly fix (depth along the ray), ramped 5-16 degrees off near the clip's ends where
         only one side holds it; W-MPJPE aligns each person on their first two frames and tilted
         their whole path by it (docs/motion.md). Turning about the torso's own axis costs nothing."""
         torso = joints[:, :, NECK] - joints[:, :, PELVIS]
