@@ -23,6 +23,7 @@ several seeds: the ``mean`` row per scene kind.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -103,14 +104,21 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def scene_result(camera: str, n: int, seed: int, folder: Path, args: argparse.Namespace) -> dict:
-    """Render the scene if missing (or made by an older generator) and fit and score it."""
+@functools.cache
+def body_model(device: str):  # type: ignore[no-untyped-def]
+    """The stand-in body model, loaded once per process (and device)."""
     from core.body.model import BodyModel
     from core.body.standin import ensure_standin
+
+    return BodyModel(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)), device=device)
+
+
+def scene_result(camera: str, n: int, seed: int, folder: Path, args: argparse.Namespace) -> dict:
+    """Render the scene if missing (or made by an older generator) and fit and score it."""
     from core.synth.generate import generate, is_current
     from core.synth.scene import SynthConfig
 
-    model = BodyModel(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)), device=args.device)
+    model = body_model(args.device)
     w, h = (int(v) for v in args.size.lower().split("x"))
     if not is_current(folder):
         scene = SynthConfig(people=n, frames=args.frames, size=(w, h), seed=seed + n, camera=camera,
@@ -203,7 +211,7 @@ def main() -> int:
               for camera in args.cameras for n in args.people for seed in args.seed]  # fmt: skip
     ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",))  # made once, before any worker reads it
     print(FOV_HEADER if args.fov_only else HEADER, flush=True)
-    if args.jobs > 1:  # one process per scene, one thread each; rows print in order once a kind is done
+    if args.jobs > 1:  # a process per scene, --threads each; the rows print in order once all are done
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 

@@ -15,6 +15,8 @@ import torch
 from .. import bundle
 from .body import SparseBody
 from .fit import (
+    NECK,
+    PELVIS,
     FitConfig,
     FitState,
     Fitter,
@@ -94,7 +96,7 @@ def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) ->
     w = weight.reshape(-1).astype(np.float64)
     if w.sum() <= 0:
         w = np.ones_like(w)
-    up = (joints[:, :, 12] - joints[:, :, 0]).reshape(-1, 3)
+    up = (joints[:, :, NECK] - joints[:, :, PELVIS]).reshape(-1, 3)
     up = (up * w[:, None]).sum(0)
     up /= np.linalg.norm(up) + 1e-12
     low = lowest_points(feet, up).reshape(-1, 3)  # lowest foot point per (p, t)

@@ -363,7 +363,7 @@ def test_fit_recovers_people_on_one_floor(model, scene):
 
 def torso_direction(joints: np.ndarray) -> np.ndarray:
     """[T, 3] unit pelvis-to-neck vectors of [T, J, 3] joints."""
-    v = joints[:, 12] - joints[:, 0]
+    v = joints[:, fit.NECK] - joints[:, fit.PELVIS]
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
