@@ -4,9 +4,9 @@
 needs the 55 joints, the face and foot points and a few hundred surface samples. ``SparseBody``
 takes the same model buffers from the loaded ``smplx`` layer and runs the same linear blend
 skinning (``smplx.lbs.batch_rodrigues`` / ``batch_rigid_transform``, pose correctives
-included) on a subset of vertices, so a 300-frame, several-person batch is cheap on CPU.
-On the selected vertices and the joints it agrees with ``BodyModel.forward`` to float precision
-(tests/core/test_motion_body.py checks it).
+included) on a subset of vertices, and over the 22 body joints only (the others do not turn),
+so a 300-frame, several-person batch is cheap on CPU. On the selected vertices and all 55 joints
+it agrees with ``BodyModel.forward`` to float precision (``test_sparse_body_matches_body_model``).
 
 Convention: pose layout ``bundle.POSE_PARTS`` (global 3, body 63, jaw, eyes, hands 45+45);
 only global orient and body pose are posed here (jaw, eyes and hands are kept at zero = flat
@@ -74,10 +74,25 @@ class SparseBody(torch.nn.Module):
         pd = layer.posedirs.detach().to(**f32)  # [486? (J-1)*9, V*3]
         pd = pd.reshape(pd.shape[0], nv, 3)[:, sel].reshape(pd.shape[0], -1)
         self.has_posedirs = bool(torch.any(pd != 0))
-        self.register_buffer("posedirs", pd)  # [(J-1)*9, S*3]
-        self.register_buffer("weights", layer.lbs_weights.detach().to(**f32)[sel])  # [S,55]
-        parents = layer.parents.detach().clone().long().to(device)
-        self.register_buffer("parents", parents)
+        # Only the 22 body joints turn (jaw, eyes and fingers stay at zero), and a joint that does
+        # not turn moves its vertices exactly as its parent does. So the kinematic chain, the pose
+        # correctives and the skinning run over the body joints alone, each other joint's skinning
+        # weight given to its nearest body-joint ancestor: the same result with 22 joints instead
+        # of 55 (posing bodies is most of the fit's time).
+        nj = NUM_BODY_JOINTS
+        parents = layer.parents.detach().clone().long().cpu()
+        owner = torch.arange(len(parents))  # the body joint that carries each joint
+        for j in range(nj, len(parents)):
+            a = int(parents[j])
+            while a >= nj:
+                a = int(parents[a])
+            owner[j] = a
+        w = layer.lbs_weights.detach().to(**f32)[sel]  # [S,55]
+        folded = torch.zeros(len(ids), nj, **f32).index_add_(1, owner.to(device), w)
+        self.register_buffer("posedirs", pd[: 9 * (nj - 1)])  # [21*9, S*3]: the rows of the body joints
+        self.register_buffer("weights", folded)  # [S,22]
+        self.register_buffer("parents", parents[:nj].to(device))
+        self.register_buffer("owner", owner[nj:].to(device))  # [33]: of joints 22..54 (jaw, eyes, fingers)
         self.num_betas = model.num_betas
         # COCO face keypoints are the first vertices of the subset, body keypoints are joints.
         body = [i for i, (src, _) in enumerate(kp.COCO17_FROM_SMPLX) if src == "joint"]
@@ -108,9 +123,8 @@ class SparseBody(torch.nn.Module):
         """
         b = body_pose.shape[0]
         pose = body_pose
-        full = torch.zeros(b, 54, 3, dtype=pose.dtype, device=pose.device)
-        full[:, : NUM_BODY_JOINTS - 1] = pose.reshape(b, NUM_BODY_JOINTS - 1, 3)
-        rot = torch.cat([global_rot[:, None], batch_rodrigues(full.reshape(-1, 3)).reshape(b, 54, 3, 3)], dim=1)
+        nj = NUM_BODY_JOINTS
+        rot = torch.cat([global_rot[:, None], batch_rodrigues(pose.reshape(-1, 3)).reshape(b, nj - 1, 3, 3)], dim=1)
         joints_rest = self.rest_joints(betas)
         n = len(self.vertex_ids) if surface else self.num_face + len(FOOT_VERTICES)
         v_shaped = self.v_template[:n] + torch.einsum("scb,nb->nsc", self.v_shapedirs[:n], betas)
@@ -118,7 +132,11 @@ class SparseBody(torch.nn.Module):
             eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
             feat = (rot[:, 1:] - eye).reshape(b, -1)
             v_shaped = v_shaped + (feat @ self.posedirs[:, : 3 * n]).reshape(b, -1, 3)
-        posed_joints, rel = batch_rigid_transform(rot, joints_rest, self.parents, dtype=pose.dtype)
+        posed_body, rel = batch_rigid_transform(rot, joints_rest[:, :nj].contiguous(), self.parents, dtype=pose.dtype)
+        # jaw, eyes and fingers: carried rigidly by their nearest body-joint ancestor
+        carry = rel[:, self.owner]  # [B,33,4,4]
+        posed_rest = torch.einsum("njab,njb->nja", carry[..., :3, :3], joints_rest[:, nj:]) + carry[..., :3, 3]
+        posed_joints = torch.cat([posed_body, posed_rest], dim=1)
         tr = torch.einsum("sj,njab->nsab", self.weights[:n], rel)  # [B,n,4,4]
         verts = torch.einsum("nsab,nsb->nsa", tr[..., :3, :3], v_shaped) + tr[..., :3, 3]
         verts = verts + transl[:, None]
