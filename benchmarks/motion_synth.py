@@ -3,7 +3,7 @@
     .venv/core/bin/python benchmarks/motion_synth.py [--people 1 2 4] [--cameras static orbit]
         [--seed 0 1 2] [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu]
         [--json OUT] [--save DIR] [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
-        [--set FIELD=VALUE ...] [--jobs N [--threads 1]]
+        [--set FIELD=VALUE ...] [--jobs N [--threads 1]] [--start truth|truth-pose|truth-root|truth-world]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
 people occluding each other), its ground-truth 2D keypoints are degraded like a detector's
@@ -77,7 +77,8 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
     cam = solve_camera(read_video(folder / "video.mp4"), inp, K, mode="moving" if camera == "orbit" else "auto")
     t_cam = time.perf_counter() - t0
     obs = Observations(inp.keypoints, K, np.tile(np.eye(4), (num_t, 1, 1)), inp.image_size, inp.labels, inp.label_scale)
-    res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene, cam_points=cam.points)
+    start = {} if args.start == "fit" else truth_start(args.start, model, folder, inp)
+    res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene, cam_points=cam.points, **start)
     seconds = time.perf_counter() - t0
     pred = make_bundle(inp, res.state, K, model, video=None, extra={})
     ev = evaluate(pred, bd.read_bundle(folder / "bundle"))
@@ -95,6 +96,33 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
         "seconds_camera": t_cam,
         "eval": ev,
     }
+
+
+def truth_start(kind: str, model, folder: Path, inp) -> dict:  # type: ignore[no-untyped-def]
+    """``fit_motion``'s start from the scene's own truth (``--start``), to tell what the fit's
+    search misses from what its objective moves away from: ``truth`` the true bodies in the
+    camera frame, ``truth-pose`` their pose and shape only (the rigid start places them),
+    ``truth-root`` their root and shape with relaxed limbs, ``truth-world`` the true world and
+    cameras (only the world stage runs)."""
+    from dataclasses import replace
+
+    import torch
+
+    from core.motion.body import SparseBody
+    from core.motion.fit import relaxed_pose, rigid_transform_bodies
+    from core.motion.init import from_bundle
+
+    world = from_bundle(folder / "bundle", inp, model).world
+    if kind == "truth-world":
+        return {"init_world": world}
+    betas = torch.as_tensor(world.betas, dtype=torch.float32)
+    rest_pelvis = SparseBody(model).rest_joints(betas)[:, 0].numpy().astype(np.float64)
+    w2c = world.world_to_cam
+    rot, tr = rigid_transform_bodies(rest_pelvis, world.global_rot, world.transl, w2c[:, :3, :3], w2c[:, :3, 3])
+    cam = replace(world, global_rot=rot, transl=tr)
+    if kind == "truth-root":
+        cam = replace(cam, body_pose=np.broadcast_to(relaxed_pose(), cam.body_pose.shape).copy())
+    return {"init": cam, "init_root": kind != "truth-pose"}
 
 
 def _set_threads(threads: int) -> None:
@@ -199,6 +227,8 @@ def main() -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="FitConfig overrides, e.g. w_smooth=2")
     p.add_argument("--json", default=None)
     p.add_argument("--save", default=None, help="write each fitted bundle to SAVE/<scene> (for analysis)")
+    p.add_argument("--start", default="fit", choices=["fit", "truth", "truth-pose", "truth-root", "truth-world"],
+                   help="start the fit from the scene's truth (docs/motion.md: what is left at the clip's start)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="scenes fitted at once, one process each")
     p.add_argument("--threads", type=int, default=1, help="threads per process with --jobs")
     args = p.parse_args()
