@@ -172,7 +172,7 @@ def row(r: dict, seed: str) -> str:
     return (
         f"| {r['camera']} | {r['people']} | {seed} | {m['pa_mpjpe_mm']:.0f} | {m['mpjpe_mm']:.0f} | "
         f"{m['w_mpjpe_mm']:.0f} | {m['wa_mpjpe_mm']:.0f} | {m['rte_mm']:.0f} | {m['jitter_pred']:.0f} ({m['jitter_gt']:.0f}) | "
-        f"{m['foot_slide_pred_mm']:.1f} ({m['foot_slide_gt_mm']:.1f}) | {r['eval']['id_switches']} | "
+        f"{m['foot_slide_pred_mm']:.1f} / {m['foot_slide_planted_mm']:.1f} ({m['foot_slide_gt_mm']:.1f}) | {r['eval']['id_switches']} | "
         f"{len(r['eval']['missed'])} | {cam['pitch_err_deg']:.1f} / {cam['roll_err_deg']:.1f} | {cam['height_ratio']:.2f} | "
         f"{r['reprojection_px']:.1f} | {r['seconds']:.0f} |"
     )
@@ -198,7 +198,7 @@ def mean_over_seeds(runs: list[dict]) -> dict:
 
 HEADER = (
     "| camera | people | seed | PA-MPJPE mm | MPJPE mm | W-MPJPE mm | WA-MPJPE mm | RTE mm | jitter m/s³ (GT) | "
-    "foot slide mm (GT) | ID switches | missed | camera pitch / roll err ° | camera height / GT | reproj. px | time s |\n"
+    "foot slide mm: own contacts / truth's (GT) | ID switches | missed | camera pitch / roll err ° | camera height / GT | reproj. px | time s |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 

@@ -14,7 +14,8 @@ for the exact definition of each metric. In short, over the 22 SMPL-X body joint
     WA-MPJPE   world joint error after a similarity fitted on every 100 frames (mm)
     RTE        world pelvis error after one rigid fit of the whole pelvis trajectory (mm)
     jitter     mean norm of the third derivative of world joints (m/s^3), pred and GT
-    foot slide mean horizontal foot-joint motion per frame while in ground contact (mm), pred and GT
+    foot slide mean horizontal foot-joint motion per frame while in ground contact (mm), pred and GT;
+               and the prediction's where the truth's feet are in contact (slide-PGT)
     switches   changes of a predicted person's per-frame GT match
 """
 
@@ -46,7 +47,7 @@ WORLD_CHUNK = 100
 
 METRICS = (
     "mpjpe_mm", "mpjpe_pelvis_mm", "pa_mpjpe_mm", "w_mpjpe_mm", "wa_mpjpe_mm", "rte_mm",
-    "jitter_pred", "jitter_gt", "foot_slide_pred_mm", "foot_slide_gt_mm",
+    "jitter_pred", "jitter_gt", "foot_slide_pred_mm", "foot_slide_gt_mm", "foot_slide_planted_mm",
 )  # fmt: skip
 
 
@@ -117,25 +118,34 @@ def jitter(joints: np.ndarray, frames: np.ndarray, dt: float) -> float:
     return float((np.linalg.norm(d3[ok], axis=-1) / (spacing[:, None] * dt) ** 3).mean())
 
 
-def foot_sliding(joints: np.ndarray, frames: np.ndarray, min_step: int) -> float:
-    """Mean horizontal (x, z) displacement of the foot joints per step while in ground contact,
-    in mm per step.
+def foot_contact(joints: np.ndarray, frames: np.ndarray, min_step: int) -> np.ndarray:
+    """[T-1, 4] whether each foot joint (``FOOT_JOINTS``) is in ground contact over each step
+    t -> t+1 of [T, J, 3] positions.
 
     A foot joint is low in a frame when its height is within ``CONTACT_HEIGHT`` of its lowest
     height over the sequence. A step t -> t+1 is in contact when the joint is low in frames
     t-1 .. t+2 (the sequence's first and last frames repeat at its ends), so the lift-off and
     touch-down steps of a walking foot do not count. Only steps of ``min_step`` source frames
-    count. NaN when there is no contact.
+    count.
     """
+    low = joints[:, FOOT_JOINTS, 1] <= joints[:, FOOT_JOINTS, 1].min(axis=0) + CONTACT_HEIGHT  # [T, 4]
+    padded = np.concatenate([low[:1], low, low[-1:]])  # [T+2, 4]
+    contact = padded[:-3] & padded[1:-2] & padded[2:-1] & padded[3:]
+    return contact & (np.diff(frames) == min_step)[:, None]
+
+
+def foot_sliding(joints: np.ndarray, frames: np.ndarray, min_step: int, contact: np.ndarray | None = None) -> float:
+    """Mean horizontal (x, z) displacement of the foot joints per step while in ground contact,
+    in mm per step: the contact of ``joints`` themselves (``foot_contact``), or ``contact`` [T-1, 4]
+    when given (the truth's, to measure how far a prediction's feet move while the true feet are
+    planted). NaN when there is no contact."""
     if len(frames) < 2:
         return math.nan
-    feet = joints[:, FOOT_JOINTS]  # [T, 4, 3]
-    low = feet[..., 1] <= feet[..., 1].min(axis=0) + CONTACT_HEIGHT  # [T, 4]
-    padded = np.concatenate([low[:1], low, low[-1:]])  # [T+2, 4]
-    contact = padded[:-3] & padded[1:-2] & padded[2:-1] & padded[3:]  # steps t -> t+1, [T-1, 4]
-    contact &= (np.diff(frames) == min_step)[:, None]
+    if contact is None:
+        contact = foot_contact(joints, frames, min_step)
     if not contact.any():
         return math.nan
+    feet = joints[:, FOOT_JOINTS]  # [T, 4, 3]
     disp = np.linalg.norm((feet[1:] - feet[:-1])[..., [0, 2]], axis=-1)
     return float(disp[contact].mean() * 1000.0)
 
@@ -242,6 +252,9 @@ def _pair_metrics(
     out["jitter_gt"] = jitter(gw, f, dt)
     out["foot_slide_pred_mm"] = foot_sliding(pw, f, min_step)
     out["foot_slide_gt_mm"] = foot_sliding(gw, f, min_step)
+    # the prediction's feet where the true ones are planted: its own contacts also count swing
+    # steps of a foot that skims the floor (lifted less than CONTACT_HEIGHT), which is no sliding
+    out["foot_slide_planted_mm"] = foot_sliding(pw, f, min_step, foot_contact(gw, f, min_step)) if len(f) >= 2 else math.nan
     return out
 
 
@@ -330,6 +343,7 @@ _COLUMNS = (
     ("W-MPJPE", "w_mpjpe_mm", 1), ("WA-MPJPE", "wa_mpjpe_mm", 1), ("RTE", "rte_mm", 1),
     ("jit-P", "jitter_pred", 1), ("jit-GT", "jitter_gt", 1),
     ("slide-P", "foot_slide_pred_mm", 2), ("slide-GT", "foot_slide_gt_mm", 2),
+    ("slide-PGT", "foot_slide_planted_mm", 2),
 )  # fmt: skip
 
 

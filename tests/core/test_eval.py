@@ -211,6 +211,26 @@ def test_jitter_and_foot_sliding_units():
     assert r["foot_slide_gt_mm"] == pytest.approx(v * 1000, rel=1e-3)
 
 
+def test_planted_foot_slide_ignores_a_foot_that_skims_the_floor():
+    """Standing for 8 frames, then walking off: lifted 10 cm in the truth, only 2 cm in the
+    prediction. The prediction's own contacts then take in the walking steps (its feet never
+    leave the 3 cm band), where the truth's planted frames show that its feet hold still."""
+    frames = 16
+    gt = make_bundle(people=1, frames=frames)
+    pred = make_bundle(people=1, frames=frames)
+    for b, lift in ((gt, 0.10), (pred, 0.02)):
+        m = b.people[0].motion
+        m.poses[:] = m.poses[0]
+        m.trans[:] = m.trans[0]
+        walk = np.arange(frames) >= 8
+        m.trans[walk, 0] += 0.05 * np.arange(1, walk.sum() + 1)
+        m.trans[walk, 1] += lift
+    r = ev.evaluate(pred, gt)["matches"][0]
+    assert r["foot_slide_gt_mm"] == pytest.approx(0.0, abs=1e-6)
+    assert r["foot_slide_pred_mm"] > 20.0  # the walking steps counted as sliding
+    assert r["foot_slide_planted_mm"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_cli_writes_json_and_refuses_invalid_bundle(gt, tmp_path, capsys):
     gt_dir = bd.write_bundle(tmp_path / "gt", gt)
     pred = copy.deepcopy(gt)
