@@ -69,7 +69,11 @@ class FitConfig:
     iters_world: int = 2000  # most iterations in the world frame with floor / contact / people terms (it stops at world_tol)
     world_tol: float = 0.0025  # the world stage's phases end once 20 iterations lower the loss by less than this share (0: all iterations)
     lr: float = 0.04  # Adam learning rate (radians, metres, betas)
-    kp_sigma: float = 0.3  # robust scale of keypoint residuals, as a fraction of the person's size in pixels
+    # robust scale of keypoint residuals, as a fraction of the person's size in pixels: a wrong
+    # keypoint pays a bounded price, yet a whole person drifted a body's size off their keypoints
+    # is still pulled back (0.3 let the world stage's floor and contact terms carry three of six
+    # dancers of the dance class 100-200 px off them; docs/motion.md)
+    kp_sigma: float = 1.0
     w_kp: float = 1.0  # reprojection
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
     w_pose: float = 1e-2  # L2 of the body pose
