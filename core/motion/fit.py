@@ -71,8 +71,8 @@ class FitConfig:
     lr: float = 0.04  # Adam learning rate (radians, metres, betas)
     # robust scale of keypoint residuals, as a fraction of the person's size in pixels: a wrong
     # keypoint pays a bounded price, yet a whole person drifted a body's size off their keypoints
-    # is still pulled back (0.3 let the world stage's floor and contact terms carry three of six
-    # dancers of the dance class 100-200 px off them; docs/motion.md)
+    # is still pulled back (at 0.3 the world stage's other terms carried three of six dancers of
+    # the dance class 100-200 px off them; docs/motion.md)
     kp_sigma: float = 1.0
     w_kp: float = 1.0  # reprojection
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)

@@ -472,7 +472,7 @@ def test_keypoints_pull_back_a_person_who_drifted_off_them(model):
     """The reprojection is robust to a wrong keypoint, but a whole person a body's size off their
     keypoints must still be pulled back, at least as hard as one a fifth of that off. (With a
     kernel saturating at 0.3 of the size, the world stage let three of six dancers of the dance
-    class drift 100-200 px off their keypoints, pushed by the floor and contact terms.)"""
+    class drift 100-200 px off their keypoints, pushed by the world stage's other terms.)"""
     f = fitter_facing_x(model, np.array([[0.0, 0.0, 5.0]]))
     with torch.no_grad():
         uv, _ = f.project(f.pose_bodies(surface=False).coco)
