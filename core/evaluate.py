@@ -134,15 +134,14 @@ def foot_contact(joints: np.ndarray, frames: np.ndarray, min_step: int) -> np.nd
     return contact & (np.diff(frames) == min_step)[:, None]
 
 
-def foot_sliding(joints: np.ndarray, frames: np.ndarray, min_step: int, contact: np.ndarray | None = None) -> float:
+def foot_sliding(joints: np.ndarray, frames: np.ndarray, min_step: int, contact_from: np.ndarray | None = None) -> float:
     """Mean horizontal (x, z) displacement of the foot joints per step while in ground contact,
-    in mm per step: the contact of ``joints`` themselves (``foot_contact``), or ``contact`` [T-1, 4]
-    when given (the truth's, to measure how far a prediction's feet move while the true feet are
-    planted). NaN when there is no contact."""
+    in mm per step: the contact (``foot_contact``) of ``joints`` themselves, or of
+    ``contact_from`` [T, J, 3] when given (the truth's, to measure how far a prediction's feet
+    move while the true feet are planted). NaN when there is no contact."""
     if len(frames) < 2:
         return math.nan
-    if contact is None:
-        contact = foot_contact(joints, frames, min_step)
+    contact = foot_contact(joints if contact_from is None else contact_from, frames, min_step)
     if not contact.any():
         return math.nan
     feet = joints[:, FOOT_JOINTS]  # [T, 4, 3]
@@ -254,7 +253,7 @@ def _pair_metrics(
     out["foot_slide_gt_mm"] = foot_sliding(gw, f, min_step)
     # the prediction's feet where the true ones are planted: its own contacts also count swing
     # steps of a foot that skims the floor (lifted less than CONTACT_HEIGHT), which is no sliding
-    out["foot_slide_planted_mm"] = foot_sliding(pw, f, min_step, foot_contact(gw, f, min_step)) if len(f) >= 2 else math.nan
+    out["foot_slide_planted_mm"] = foot_sliding(pw, f, min_step, contact_from=gw)
     return out
 
 

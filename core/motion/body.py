@@ -73,7 +73,6 @@ class SparseBody(torch.nn.Module):
         self.register_buffer("v_shapedirs", sd[sel])  # [S,3,nb]
         pd = layer.posedirs.detach().to(**f32)  # [486? (J-1)*9, V*3]
         pd = pd.reshape(pd.shape[0], nv, 3)[:, sel].reshape(pd.shape[0], -1)
-        self.has_posedirs = bool(torch.any(pd != 0))
         # Only the 22 body joints turn (jaw, eyes and fingers stay at zero), and a joint that does
         # not turn moves its vertices exactly as its parent does. So the kinematic chain, the pose
         # correctives and the skinning run over the body joints alone, each other joint's skinning
@@ -89,7 +88,9 @@ class SparseBody(torch.nn.Module):
             owner[j] = a
         w = layer.lbs_weights.detach().to(**f32)[sel]  # [S,55]
         folded = torch.zeros(len(ids), nj, **f32).index_add_(1, owner.to(device), w)
-        self.register_buffer("posedirs", pd[: 9 * (nj - 1)])  # [21*9, S*3]: the rows of the body joints
+        pd = pd[: 9 * (nj - 1)]  # [21*9, S*3]: the rows of the body joints
+        self.has_posedirs = bool(torch.any(pd != 0))
+        self.register_buffer("posedirs", pd)
         self.register_buffer("weights", folded)  # [S,22]
         self.register_buffer("parents", parents[:nj].to(device))
         self.register_buffer("owner", owner[nj:].to(device))  # [33]: of joints 22..54 (jaw, eyes, fingers)
