@@ -8,9 +8,10 @@ A job directory holds one run::
     bundle/            the result bundle (written by the export stage)
 
 A stage is skipped on a later run when its ``.done.json`` carries the same key: a hash of
-the stage's name, the config fields it depends on and the key of the stage before it. So a
-run resumes after a crash or a cancel, and a change of settings re-runs only the stages it
-affects and those after them.
+the stage's name, the config fields it depends on, its code (``code_fingerprint``) and the key
+of the stage before it. So a run resumes after a crash or a cancel, a change of settings re-runs
+only the stages it affects and those after them, and after an update of Troupe that changed a
+stage, that stage and those after it run again instead of handing back the old code's results.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import time
@@ -146,8 +148,35 @@ class JobDir:
 def stage_key(spec: StageSpec, config: RunConfig, upstream: str) -> str:
     values = {k: getattr(config, k) for k in spec.depends_on}
     values["extra"] = config.extra.get(spec.name)
-    blob = json.dumps([spec.name, values, upstream], sort_keys=True, default=str)
+    blob = json.dumps([spec.name, values, code_fingerprint(spec.target), upstream], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_fingerprint(target: str) -> str:
+    """Hash of the code a stage runs, from ``target`` ("module:function") without importing it:
+    Troupe's version and the sources of the stage's own package (every ``.py`` under
+    ``core/motion/`` for ``core.motion.stage``), or of the module alone where it sits directly
+    in ``core`` or outside it. Code shared by several stages (the body model, the bundle) counts
+    through the version only. Empty where the module cannot be found (loading it then says why)."""
+    from . import __version__
+
+    module = target.split(":")[0]
+    parts = module.split(".")
+    try:
+        if len(parts) >= 3:  # core.<package>.<module>: the whole package
+            spec = importlib.util.find_spec(".".join(parts[:-1]))
+            roots = list(spec.submodule_search_locations or []) if spec else []
+            files = sorted(f for r in roots for f in Path(r).rglob("*.py"))
+        else:
+            spec = importlib.util.find_spec(module)
+            files = [Path(spec.origin)] if spec and spec.origin and spec.origin.endswith(".py") else []
+    except (ImportError, ValueError):
+        return ""
+    h = hashlib.sha256(__version__.encode())
+    for f in files:
+        h.update("/".join(f.parts[-2:]).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -83,6 +83,21 @@ def test_resume_skips_done_stages_and_reruns_only_what_a_setting_changes(tmp_pat
     assert json.loads(job.config_path.read_text())["frame_step"] == 2
 
 
+def test_a_stage_whose_code_changed_runs_again(tmp_path, stage_module):
+    """After an update of Troupe that changed a stage, resuming a job runs that stage (and those
+    after it) again instead of handing back the old code's results; the stages before it stay done."""
+    (stage_module / "fake_second.py").write_text(STAGE_CODE)
+    stages = [specs()[0], StageSpec("second", "fake_second:run_stage", ("quality",), 1.0, "second")]
+    job = JobDir(tmp_path / "job")
+    run_pipeline(job, RunConfig(), lambda *a: None, stages=stages)
+    run_pipeline(job, RunConfig(), lambda *a: None, stages=stages)
+    assert calls(job) == ["first", "second"]
+    (stage_module / "fake_second.py").write_text(STAGE_CODE + "\n# a fix in the second stage\n")
+    run_pipeline(job, RunConfig(), lambda *a: None, stages=stages)
+    assert calls(job) == ["first", "second", "second"]
+    assert pipeline.code_fingerprint("core.motion.stage:run_stage") == pipeline.code_fingerprint("core.motion.fit:x")
+
+
 def test_cancel_keeps_finished_stages_and_resumes(tmp_path, stage_module):
     job = JobDir(tmp_path / "job")
     seen = []
