@@ -99,6 +99,12 @@ class FitConfig:
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
     snap_to_floor: bool = True  # before the world stage, slide each person along the rays onto the shared floor
+    # A person whom the world stage carries off their keypoints (mean reprojection error, as a
+    # share of their size, above world_guard_ratio times the camera-frame fit's and worse by
+    # world_guard_share) is fitted again with their keypoints weighted world_guard_boost times (1: off)
+    world_guard_ratio: float = 3.0
+    world_guard_share: float = 0.05
+    world_guard_boost: float = 10.0
     optimizer: str = "lbfgs"  # lbfgs (20 inner iterations per outer step) | adam
     device: str = "cpu"
 
@@ -298,7 +304,7 @@ class Fitter:
         kps = obs.keypoints.astype(np.float32)
         conf = kps[..., 2] * (kps[..., 2] >= config.min_confidence) * KEYPOINT_WEIGHTS
         self.kp_xy = torch.as_tensor(kps[..., :2], **f32)
-        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17]
+        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17]; ``boost_keypoints`` scales a person's
         self.scale = torch.as_tensor(person_scale(obs.keypoints, config.min_confidence), **f32)  # [P,T]
         self.K = torch.as_tensor(obs.K, **f32)
         self.w2c_init = torch.as_tensor(state.world_to_cam, **f32)
@@ -322,6 +328,10 @@ class Fitter:
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
             self._prepare_masks()
+
+    def boost_keypoints(self, people: np.ndarray, factor: float) -> None:
+        """Weight the keypoints of ``people`` (indices) ``factor`` times against the other terms."""
+        self.kp_w[torch.as_tensor(people, dtype=torch.long, device=self.device)] *= factor
 
     # -- forward -------------------------------------------------------------------------
 

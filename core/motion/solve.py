@@ -23,6 +23,7 @@ from .fit import (
     Observations,
     facing_rotation,
     init_translation,
+    person_scale,
     relaxed_pose,
     rigid_transform_bodies,
     rotation_angle,
@@ -52,6 +53,19 @@ class MotionResult:
     state: FitState  # in the world frame (+Y up, floor y = 0)
     ground: Ground  # the floor as found in the fitting (camera) frame; residual = final floor spread
     reprojection_px: np.ndarray  # [P, T] mean keypoint error in pixels (NaN where not seen)
+    guard: WorldGuard | None = None  # set where the world stage carried people off their keypoints
+
+
+@dataclass
+class WorldGuard:
+    """People the world stage carried off their keypoints and what refitting them did: mean
+    reprojection errors as shares of each person's size."""
+
+    people: np.ndarray  # [N] person indices
+    camera_frame: np.ndarray  # [N] after the camera-frame fit (or the given world start)
+    world: np.ndarray  # [N] after the world stage
+    retry: np.ndarray  # [N] after the world stage again with their keypoints weighted more
+    kept: str  # "retry" or "first"
 
 
 def rest_points(body: SparseBody, num_betas: int) -> tuple[np.ndarray, np.ndarray]:
@@ -515,6 +529,7 @@ def fit_motion(
     weight = observed_weight(obs.keypoints, cfg.min_confidence)
     if init_world is not None:
         state = init_world
+        state_before_world, obs_before_world = state, replace(obs, world_to_cam=state.world_to_cam)
         joints, feet, _ = body_points(body, state, cfg.device)
         ground = Ground(normal=np.array([0.0, 1.0, 0.0]), offset=0.0, residual=_floor_spread(feet, weight))
         fixed_camera = True
@@ -537,6 +552,8 @@ def fit_motion(
             lambda f: report(0.2 + 0.4 * f, "fitting poses in the camera frame"),
         )
         state = fitter.state()
+        # what the world stage's guard compares against: how the camera-frame fit reprojects
+        state_before_world, obs_before_world = state, replace(cam_obs, labels=None)
         rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)
         # Into one scene frame: the camera frame (static camera) or the solved camera path.
         if cam_path is not None:
@@ -562,17 +579,70 @@ def fit_motion(
         log.info("floor: normal %s, spread %.3f m", np.round(ground.normal, 3), ground.residual)
         fixed_camera = False
 
-    report(0.6, "refining people together in the world frame")
-    fitter = Fitter(body, replace(obs, world_to_cam=state.world_to_cam), cfg, state)
-    params = [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl]
-    if not fixed_camera:
-        params.append(fitter.cam_delta)
-    fitter.run("world", cfg.iters_world, params, lambda f: report(0.6 + 0.4 * f, "refining people together in the world frame"))
-    state = fitter.state()
+    before = relative_reprojection(body, state_before_world, obs_before_world, cfg)
+    world_obs = replace(obs, world_to_cam=state.world_to_cam)
+    start = state
+    state = world_stage(body, world_obs, cfg, start, fixed_camera, None, lambda f: report(0.6 + 0.4 * f, "refining people together in the world frame"))
+    after = relative_reprojection(body, state, replace(obs, world_to_cam=state.world_to_cam), cfg)
+    guard = None
+    drifted = np.flatnonzero((after > cfg.world_guard_ratio * before) & (after - before > cfg.world_guard_share))
+    if len(drifted) and cfg.world_guard_boost > 1.0:
+        # The world stage's floor, contact and between-people terms carried these people off what
+        # the image shows (a real dance class had three of six dancers 100-200 px off before
+        # kp_sigma was raised; a person on a step or a box is pulled down to the shared floor):
+        # the image wins. Fitted again from the same start with their keypoints weighted more.
+        log.warning(
+            "world stage: %s drifted off their keypoints (%s of their size, against %s in the camera frame); "
+            "fitting again with their keypoints weighted %g times",
+            ", ".join(f"person {p}" for p in drifted),
+            ", ".join(f"{after[p]:.0%}" for p in drifted),
+            ", ".join(f"{before[p]:.0%}" for p in drifted),
+            cfg.world_guard_boost,
+        )
+        retry = world_stage(
+            body, world_obs, cfg, start, fixed_camera, drifted,
+            lambda f: report(0.8 + 0.2 * f, f"fitting again {len(drifted)} people who drifted off their keypoints"),
+        )  # fmt: skip
+        again = relative_reprojection(body, retry, replace(obs, world_to_cam=retry.world_to_cam), cfg)
+        kept = "retry" if np.nanmean(again[drifted]) < np.nanmean(after[drifted]) else "first"
+        if kept == "retry":
+            state = retry
+        log.info("world stage retry: %s of their size, %s kept", ", ".join(f"{again[p]:.0%}" for p in drifted), kept)
+        guard = WorldGuard(people=drifted, camera_frame=before[drifted], world=after[drifted], retry=again[drifted], kept=kept)
     world_obs = replace(obs, world_to_cam=state.world_to_cam)
     _, feet, _ = body_points(body, state, cfg.device)
     ground = replace(ground, residual=_floor_spread(feet, weight))
-    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, world_obs, cfg))
+    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, world_obs, cfg), guard=guard)
+
+
+def world_stage(
+    body: SparseBody,
+    obs: Observations,
+    cfg: FitConfig,
+    state: FitState,
+    fixed_camera: bool,
+    boost: np.ndarray | None,
+    progress: Callable[[float], None],
+) -> FitState:
+    """Everyone refined together in the world frame (floor, contact, between-people terms); the
+    keypoints of the people ``boost`` (indices) weighted ``cfg.world_guard_boost`` times."""
+    fitter = Fitter(body, obs, cfg, state)
+    if boost is not None:
+        fitter.boost_keypoints(boost, cfg.world_guard_boost)
+    params = [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl]
+    if not fixed_camera:
+        params.append(fitter.cam_delta)
+    fitter.run("world", cfg.iters_world, params, progress)
+    return fitter.state()
+
+
+def relative_reprojection(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig) -> np.ndarray:
+    """[P] each person's mean keypoint error over the frames they are seen, as a share of their
+    size in the image (NaN where never seen)."""
+    err = reprojection_px(body, state, obs, cfg) / person_scale(obs.keypoints, cfg.min_confidence)
+    with np.errstate(invalid="ignore"):
+        seen = np.isfinite(err)
+        return np.where(seen.any(-1), np.where(seen, err, 0.0).sum(-1) / seen.sum(-1), np.nan)
 
 
 def _floor_spread(feet: np.ndarray, weight: np.ndarray) -> float:

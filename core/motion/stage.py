@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .. import bundle
 from ..pipeline import JobError, RunConfig, StageContext
 from .fit import FitConfig, Observations
 from .inputs import MotionInputs, focal_from_hfov, intrinsics, read_people_stage
+
+if TYPE_CHECKING:
+    from .solve import WorldGuard
 
 log = logging.getLogger("troupe.motion")
 
@@ -179,6 +182,7 @@ def run_stage(ctx: StageContext) -> None:
         "reprojection_px": reproj,
         "reprojection_px_mean": _mean(result.reprojection_px),
         "floor_spread_m": result.ground.residual,
+        "world_guard": None if result.guard is None else _guard_json(result.guard, inputs.ids),
         "init": None if init is None else init.source,
         "quality": config.quality,
         "device": cfg.device,
@@ -187,6 +191,17 @@ def run_stage(ctx: StageContext) -> None:
     bundle.write_bundle(ctx.out_dir, b)
     log.info("motion: mean reprojection %.1f px, floor spread %.3f m", extra["reprojection_px_mean"], result.ground.residual)
     ctx.progress(1.0, f"mean reprojection error {extra['reprojection_px_mean']:.1f} px")
+
+
+def _guard_json(guard: WorldGuard, ids: list[str]) -> dict[str, Any]:
+    """People the world stage carried off their keypoints: errors as shares of their size."""
+    return {
+        "people": [ids[p] for p in guard.people],
+        "camera_frame": [round(float(x), 4) for x in guard.camera_frame],
+        "world": [round(float(x), 4) for x in guard.world],
+        "retry": [round(float(x), 4) for x in guard.retry],
+        "kept": guard.kept,
+    }
 
 
 def _mean(x: np.ndarray) -> float:
