@@ -92,6 +92,8 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
         "focal_px": float(focal),
         "focal_gt_px": float(inp.focal_px),
         "reprojection_px": float(np.nanmean(res.reprojection_px)),
+        # people the world stage carried off their keypoints and its guard fitted again
+        "world_guard": None if res.guard is None else [inp.ids[p] for p in res.guard.people],
         "seconds": seconds,
         "seconds_camera": t_cam,
         "eval": ev,
