@@ -59,6 +59,20 @@ def fit_scene(model, folder: Path, cfg: fit.FitConfig, **kwargs) -> tuple[bd.Bun
 # ---------------------------------------------------------------------------------------------
 
 
+def test_nearest_distance_matches_cdist_min():
+    """The silhouette's coverage half takes each mask sample's distance to the nearest projected
+    body point: the same values and gradients as the plain min over all pairs."""
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(6, 64, 2, generator=g) * 300
+    targets = (torch.rand(6, 384, 2, generator=g) * 300).requires_grad_(True)
+    ref = torch.cdist(points, targets, compute_mode="donot_use_mm_for_euclid_dist").min(-1).values
+    (grad_ref,) = torch.autograd.grad(ref.sum(), targets)
+    got = fit.nearest_distance(points, targets)
+    (grad,) = torch.autograd.grad(got.sum(), targets)
+    assert torch.allclose(got, ref, atol=1e-4) and torch.allclose(grad, grad_ref, atol=1e-5)
+    assert grad.abs().sum(-1).gt(0).sum() <= 6 * 64  # only the nearest targets get a gradient
+
+
 def test_sparse_body_matches_body_model(model):
     from smplx.lbs import batch_rodrigues
 
