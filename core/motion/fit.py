@@ -317,7 +317,7 @@ class Fitter:
         kps = obs.keypoints.astype(np.float32)
         conf = kps[..., 2] * (kps[..., 2] >= config.min_confidence) * KEYPOINT_WEIGHTS
         self.kp_xy = torch.as_tensor(kps[..., :2], **f32)
-        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17]; ``boost_keypoints`` scales a person's
+        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17] (``boost_keypoints`` scales a person's rows)
         self.scale = torch.as_tensor(person_scale(obs.keypoints, config.min_confidence), **f32)  # [P,T]
         self.K = torch.as_tensor(obs.K, **f32)
         self.w2c_init = torch.as_tensor(state.world_to_cam, **f32)

@@ -582,7 +582,8 @@ def fit_motion(
     before = relative_reprojection(body, state_before_world, obs_before_world, cfg)
     world_obs = replace(obs, world_to_cam=state.world_to_cam)
     start = state
-    state = world_stage(body, world_obs, cfg, start, fixed_camera, None, lambda f: report(0.6 + 0.4 * f, "refining people together in the world frame"))
+    # (the progress leaves the last 5 % to a refit by the guard below, so it never runs backwards)
+    state = world_stage(body, world_obs, cfg, start, fixed_camera, None, lambda f: report(0.6 + 0.35 * f, "refining people together in the world frame"))
     after = relative_reprojection(body, state, replace(obs, world_to_cam=state.world_to_cam), cfg)
     guard = None
     drifted = np.flatnonzero((after > cfg.world_guard_ratio * before) & (after - before > cfg.world_guard_share))
@@ -601,7 +602,7 @@ def fit_motion(
         )
         retry = world_stage(
             body, world_obs, cfg, start, fixed_camera, drifted,
-            lambda f: report(0.8 + 0.2 * f, f"fitting again {len(drifted)} people who drifted off their keypoints"),
+            lambda f: report(0.95 + 0.05 * f, f"fitting again {len(drifted)} people who drifted off their keypoints"),
         )  # fmt: skip
         again = relative_reprojection(body, retry, replace(obs, world_to_cam=retry.world_to_cam), cfg)
         kept = "retry" if np.nanmean(again[drifted]) < np.nanmean(after[drifted]) else "first"
