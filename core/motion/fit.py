@@ -337,6 +337,8 @@ class Fitter:
         self.body_pose = torch.as_tensor(state.body_pose, **f32).requires_grad_(True)
         self.transl = torch.as_tensor(state.transl, **f32).requires_grad_(True)
         self.priors = Priors(dev)
+        # [P] height (m) of the level each person stands on: 0 the floor, more a rooftop or a stage
+        self.level = torch.zeros(self.num_p, **f32)
         self.labels = None
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
@@ -439,10 +441,11 @@ class Fitter:
     def floor_terms(self, out: BodyOutput, contact: torch.Tensor | None) -> torch.Tensor:
         """[P] floor (y = 0) terms in the world frame. ``contact`` [P, T, 6] weights of foot points."""
         c = self.cfg
-        feet_y = out.feet[..., 1]
+        level = self.level[:, None, None]
+        feet_y = out.feet[..., 1] - level
         low = torch.min(feet_y, dim=-1).values
         floor = c.w_floor * gmof(low**2, 0.5).sum(-1)
-        below = torch.cat([out.feet[..., 1], out.surface[..., 1], out.joints[:, :, :22, 1]], dim=-1)
+        below = torch.cat([out.feet[..., 1], out.surface[..., 1], out.joints[:, :, :22, 1]], dim=-1) - level
         ground = c.w_ground * (torch.relu(-below) ** 2).sum((-1, -2))
         total = floor + ground
         if contact is not None and self.num_t > 1:
@@ -689,7 +692,7 @@ class Fitter:
             return WorldCues(torch.zeros(feet.shape[:3], device=self.device), torch.zeros(*zero.shape, 3, device=self.device), zero)
         horizontal = torch.tensor([1.0, 0.0, 1.0], device=self.device)
         speed = torch.linalg.vector_norm(time_slope(feet, 1.5) * horizontal, dim=-1) * fps  # [P,T,6]
-        y = feet[..., 1]
+        y = feet[..., 1] - self.level[:, None, None]  # above the person's level
         above_lowest = y - y.min(-1, keepdim=True).values
         lowest = torch.exp(-((above_lowest / c.contact_height) ** 2))  # near the person's lowest foot point
         near = lowest * torch.sigmoid((2 * c.contact_height - y) / 0.02)  # and near the floor

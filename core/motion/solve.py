@@ -37,6 +37,10 @@ YAWS = tuple(np.arange(8) * np.pi / 4)  # starting headings of the rigid start (
 # How hard the floor normal is held to the people's mean up direction (m^2, against the spread of the
 # foot points): a few people on a few metres of floor do not pin a plane's tilt on their own.
 UP_PULL = 0.3
+# People stand on different levels (a rooftop, a stage) where their feet are more than this many
+# metres apart in height, plus LEVEL_SLOPE (tan 10 degrees) times their distance across the floor.
+LEVEL_STEP = 0.4
+LEVEL_SLOPE = 0.18
 
 
 @dataclass
@@ -46,6 +50,9 @@ class Ground:
     normal: np.ndarray  # [3], unit, pointing up (from the feet to the head)
     offset: float
     residual: float  # robust spread (m) of the foot points about the plane
+    # [P] height (m) above this floor of the level each person stands on: 0 for the floor, more for
+    # a person on a rooftop, a stage or a box whom the others' floor cannot hold (``floor_levels``)
+    levels: np.ndarray | None = None
 
 
 @dataclass
@@ -113,7 +120,11 @@ def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) ->
     up = (joints[:, :, NECK] - joints[:, :, PELVIS]).reshape(-1, 3)
     up = (up * w[:, None]).sum(0)
     up /= np.linalg.norm(up) + 1e-12
-    low = lowest_points(feet, up).reshape(-1, 3)  # lowest foot point per (p, t)
+    low_pt = lowest_points(feet, up)  # [P, T, 3] lowest foot point per person and frame
+    main = floor_levels(low_pt, weight, up) == 0
+    if main.any() and not main.all():  # the floor is the main level's; the others stand above it
+        w = (weight * main[:, None]).reshape(-1).astype(np.float64)
+    low = low_pt.reshape(-1, 3)
     n = up.copy()
     rw = w.copy()
     for _ in range(10):
@@ -127,7 +138,51 @@ def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) ->
     heights = low @ n
     offset = -float(np.average(heights, weights=rw))
     resid = float(np.sqrt(np.average((heights + offset) ** 2, weights=w)))
-    return Ground(normal=n, offset=offset, residual=resid)
+    levels = np.zeros(feet.shape[0])
+    for p in np.flatnonzero(~main):  # each other level's height above the floor
+        seen = weight[p] > 0
+        levels[p] = float(np.median(low_pt[p][seen] @ n)) + offset if seen.any() else 0.0
+    return Ground(normal=n, offset=offset, residual=resid, levels=levels)
+
+
+def floor_levels(low: np.ndarray, weight: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """[P] which level each person stands on: 0 = the floor, 1, 2, ... = others, such as a
+    rooftop, a stage or a box. The floor is the lowest level seen at least a third as often
+    (person-frames) as the most seen one: the ground is what people most often stand above, but
+    one person seen a few times below a crowd does not move the crowd's floor.
+
+    From the lowest foot points ``low`` [P, T, 3] and the people's mean ``up``: two people share a
+    level where their median feet heights along ``up`` differ by less than ``LEVEL_STEP`` plus the
+    slope of ``LEVEL_SLOPE`` over the distance between them (the fitted bodies' up direction is a
+    few degrees off, and one person's size error shifts their feet along the viewing rays by a
+    few tenths of a metre). A level holds people who all share it pairwise (no chaining through
+    someone in between)."""
+    num_p = low.shape[0]
+    seen = weight > 0
+    height = np.zeros(num_p)
+    where = np.zeros((num_p, 3))
+    for p in range(num_p):
+        if seen[p].any():
+            height[p] = float(np.median(low[p][seen[p]] @ up))
+            where[p] = np.median(low[p][seen[p]], axis=0)
+    flat = where - (where @ up)[:, None] * up  # positions across the floor
+    dist = np.linalg.norm(flat[:, None] - flat[None], axis=-1)
+    same = np.abs(height[:, None] - height[None]) <= LEVEL_STEP + LEVEL_SLOPE * dist
+    frames = seen.sum(-1)
+    group = -np.ones(num_p, np.int64)
+    for p in np.argsort(-frames, kind="stable"):  # the most seen first; a level takes whom all its people agree with
+        for g in np.unique(group[group >= 0]):
+            if same[p, group == g].all():
+                group[p] = g
+                break
+        else:
+            group[p] = p
+    ids = np.unique(group)
+    seen_g = np.array([frames[group == g].sum() for g in ids])
+    low_g = np.array([height[group == g].mean() for g in ids])
+    main = ids[np.argmin(np.where(seen_g * 3 >= seen_g.max(), low_g, np.inf))]
+    order = [main] + [g for g in ids[np.argsort(-seen_g, kind="stable")] if g != main]
+    return np.array([order.index(g) for g in group], np.int64)
 
 
 def world_from_ground(ground: Ground, centre: np.ndarray, forward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -398,12 +453,13 @@ def snap_to_floor(state: FitState, rest_pelvis: np.ndarray, feet: np.ndarray, gr
     shape against the image: the floor shared by everyone outweighs one person's size prior."""
     n, d = ground.normal, ground.offset
     along = lowest_points(feet, n) @ n  # [P,T] n.x of the lowest foot point; on the floor it is -d
+    levels = np.zeros(feet.shape[0]) if ground.levels is None else ground.levels
     transl = state.transl.copy()
     for p in range(feet.shape[0]):
         seen = (weight[p] > 0.3) & (np.abs(along[p]) > 1e-3)
         if not seen.any():
             continue
-        s = float(np.clip(np.median(-d / along[p, seen]), 0.75, 1.33))
+        s = float(np.clip(np.median((levels[p] - d) / along[p, seen]), 0.75, 1.33))  # onto their level
         transl[p] = s * (rest_pelvis[p] + transl[p]) - rest_pelvis[p]
     return replace(state, transl=transl)
 
@@ -577,13 +633,16 @@ def fit_motion(
         rot, origin = world_from_ground(ground, centre, cam0[:3, 2])
         state = to_world(state, rest_pelvis, rot, origin)
         log.info("floor: normal %s, spread %.3f m", np.round(ground.normal, 3), ground.residual)
+        if ground.levels is not None and np.any(ground.levels != 0):
+            log.info("standing above or below the others' floor: %s", ", ".join(f"person {p} {ground.levels[p]:+.2f} m" for p in np.flatnonzero(ground.levels)))
         fixed_camera = False
+    levels = np.zeros(obs.num_people) if ground.levels is None else ground.levels
 
     before = relative_reprojection(body, state_before_world, obs_before_world, cfg)
     world_obs = replace(obs, world_to_cam=state.world_to_cam)
     start = state
     # (the progress leaves the last 5 % to a refit by the guard below, so it never runs backwards)
-    state = world_stage(body, world_obs, cfg, start, fixed_camera, None, lambda f: report(0.6 + 0.35 * f, "refining people together in the world frame"))
+    state = world_stage(body, world_obs, cfg, start, fixed_camera, levels, None, lambda f: report(0.6 + 0.35 * f, "refining people together in the world frame"))
     after = relative_reprojection(body, state, replace(obs, world_to_cam=state.world_to_cam), cfg)
     guard = None
     drifted = np.flatnonzero((after > cfg.world_guard_ratio * before) & (after - before > cfg.world_guard_share))
@@ -601,7 +660,7 @@ def fit_motion(
             cfg.world_guard_boost,
         )
         retry = world_stage(
-            body, world_obs, cfg, start, fixed_camera, drifted,
+            body, world_obs, cfg, start, fixed_camera, levels, drifted,
             lambda f: report(0.95 + 0.05 * f, f"fitting again {len(drifted)} people who drifted off their keypoints"),
         )  # fmt: skip
         again = relative_reprojection(body, retry, replace(obs, world_to_cam=retry.world_to_cam), cfg)
@@ -612,7 +671,7 @@ def fit_motion(
         guard = WorldGuard(people=drifted, camera_frame=before[drifted], world=after[drifted], retry=again[drifted], kept=kept)
     world_obs = replace(obs, world_to_cam=state.world_to_cam)
     _, feet, _ = body_points(body, state, cfg.device)
-    ground = replace(ground, residual=_floor_spread(feet, weight))
+    ground = replace(ground, residual=_floor_spread(feet - levels[:, None, None, None] * np.array([0.0, 1.0, 0.0]), weight), levels=levels)
     return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, world_obs, cfg), guard=guard)
 
 
@@ -622,12 +681,15 @@ def world_stage(
     cfg: FitConfig,
     state: FitState,
     fixed_camera: bool,
+    levels: np.ndarray,
     boost: np.ndarray | None,
     progress: Callable[[float], None],
 ) -> FitState:
-    """Everyone refined together in the world frame (floor, contact, between-people terms); the
-    keypoints of the people ``boost`` (indices) weighted ``cfg.world_guard_boost`` times."""
+    """Everyone refined together in the world frame (floor, contact, between-people terms), each
+    person on their level (``levels`` [P], m above the floor); the keypoints of the people
+    ``boost`` (indices) weighted ``cfg.world_guard_boost`` times."""
     fitter = Fitter(body, obs, cfg, state)
+    fitter.level = torch.as_tensor(levels, dtype=torch.float32, device=fitter.device)
     if boost is not None:
         fitter.boost_keypoints(boost, cfg.world_guard_boost)
     params = [fitter.betas, fitter.d_rot, fitter.body_pose, fitter.transl]

@@ -503,6 +503,73 @@ def test_keypoints_pull_back_a_person_who_drifted_off_them(model):
     assert pulls[0] > 0 and pulls[1] >= pulls[0], pulls
 
 
+def lifted(state: fit.FitState, person: int, metres: float) -> fit.FitState:
+    """``state`` with one person raised (world +Y): standing on a box, a stage or a rooftop."""
+    transl = state.transl.copy()
+    transl[person, :, 1] += metres
+    return replace(state, transl=transl)
+
+
+def keypoints_of(body: SparseBody, state: fit.FitState, K: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """[P, T, 17, 3] the COCO keypoints of ``state``'s bodies as its cameras see them, with 2 px of
+    noise, and the confidences (dropped points) of ``like``."""
+    _, _, coco = solve.body_points(body, state, "cpu")
+    w2c = state.world_to_cam
+    uvw = np.einsum("tab,tbc,ptnc->ptna", K, w2c[:, :3, :3], coco) + np.einsum("tab,tb->ta", K, w2c[:, :3, 3])[None, :, None]
+    kps = like.copy()
+    kps[..., :2] = uvw[..., :2] / uvw[..., 2:3] + np.random.default_rng(0).normal(0.0, 2.0, kps[..., :2].shape)
+    return kps
+
+
+def test_a_person_on_a_rooftop_stands_on_their_own_level(model, scene):
+    """One of two people stands 1.5 m above the other's floor (a rooftop, a stage) and the image
+    shows them there. Forced onto one floor with the other, the floor through both tilted the
+    solved camera to look up at 15 degrees from under the floor (the truth looks down at 11); on
+    their own level, the floor and camera are the truth's and the level's height is found."""
+    from core.evaluate import camera_level
+
+    inp, truth, _, K = world_start(model, scene)
+    on_roof = lifted(truth, 1, 1.5)
+    kps = keypoints_of(SparseBody(model), on_roof, K, inp.keypoints)
+    obs = fit.Observations(kps, K, np.tile(np.eye(4), (inp.num_frames, 1, 1)), inp.image_size)
+    res = solve.fit_motion(model, obs, fit.FitConfig(**TEST_FIT))
+    levels = res.ground.levels
+    assert levels is not None and levels[0] == 0.0 and abs(levels[1] - 1.5) < 0.3, levels
+    pitch, roll, height = camera_level(res.state.world_to_cam)
+    pitch_gt, roll_gt, height_gt = camera_level(truth.world_to_cam)
+    assert abs(pitch.mean() - pitch_gt.mean()) < 3.0 and abs(roll.mean() - roll_gt.mean()) < 3.0, (pitch, roll)
+    assert abs(height.mean() - height_gt.mean()) < 0.3, (height, height_gt)
+    assert np.nanmean(res.reprojection_px) < 6.0
+    # each stands on their level: the lowest foot point of each seen frame, against it
+    _, feet, _ = solve.body_points(SparseBody(model), res.state, "cpu")
+    for p in range(2):
+        assert abs(np.median(feet[p, :, :, 1].min(-1)) - levels[p]) < 0.1, p
+
+
+def test_people_on_one_floor_share_its_level():
+    """Three walkers spread 6 m over the floor, their fitted up direction 5 degrees off (their
+    feet up to half a metre apart along it) and one of them 15 % too large (feet 0.3 m off),
+    share one level; a fourth 1.2 m higher stands on another. The floor is the lowest level
+    seen at least a third as often as the most seen one: a rooftop watched all clip long does not
+    make the ground beneath it a level, nor does someone glimpsed below a crowd make the floor."""
+    t = 20
+    tilt = np.radians(5.0)
+    up = np.array([np.sin(tilt), np.cos(tilt), 0.0])  # the bodies' up, 5 degrees off the truth's +Y
+    spots = np.array([[0.0, 0.0, 5.0], [3.0, 0.3, 6.0], [6.0, 0.0, 8.0], [2.0, 1.2, 7.0]])  # x, height, z
+    low = np.repeat(spots[:, None], t, 1) + np.random.default_rng(0).normal(0.0, 0.02, (4, t, 3))
+    levels = solve.floor_levels(low, np.ones((4, t)), up)
+    assert list(levels) == [0, 0, 0, 1], levels
+    assert list(solve.floor_levels(low[[3, 0]], np.ones((2, t)), up)) == [1, 0]  # equals: the lower
+    on_roof = np.ones((2, t))
+    on_roof[1, t // 2 :] = 0  # the one below is seen half the time: the ground, still
+    assert list(solve.floor_levels(low[[3, 0]], on_roof, up)) == [1, 0]
+    glimpsed = np.ones((4, t))
+    glimpsed[3, 5:] = 0
+    below = low.copy()
+    below[3, :, 1] -= 2.4  # 1.2 m below the crowd, seen on 5 frames against their 60
+    assert list(solve.floor_levels(below, glimpsed, up)) == [0, 0, 0, 1]
+
+
 def test_world_stage_refits_a_person_it_carries_off_their_keypoints(model, scene):
     """One of two people stands on a box half a metre above the other's floor, and the image shows
     them there. The world stage's floor and contact terms pull them down onto the shared floor and
@@ -511,15 +578,8 @@ def test_world_stage_refits_a_person_it_carries_off_their_keypoints(model, scene
     dance class had three of six dancers 100-200 px off their keypoints after the world stage.)"""
     inp, truth, _, K = world_start(model, scene)
     body = SparseBody(model)
-    transl = truth.transl.copy()
-    transl[1, :, 1] += 0.5
-    on_box = replace(truth, transl=transl)
-    _, _, coco = solve.body_points(body, on_box, "cpu")
-    w2c = on_box.world_to_cam
-    uvw = np.einsum("tab,tbc,ptnc->ptna", K, w2c[:, :3, :3], coco) + np.einsum("tab,tb->ta", K, w2c[:, :3, 3])[None, :, None]
-    kps = inp.keypoints.copy()
-    kps[..., :2] = uvw[..., :2] / uvw[..., 2:3] + np.random.default_rng(0).normal(0.0, 2.0, kps[..., :2].shape)
-    obs = fit.Observations(kps, K, w2c, inp.image_size)
+    on_box = lifted(truth, 1, 0.5)
+    obs = fit.Observations(keypoints_of(body, on_box, K, inp.keypoints), K, on_box.world_to_cam, inp.image_size)
     start = solve.relative_reprojection(body, on_box, obs, fit.FitConfig())
 
     unguarded = solve.fit_motion(model, obs, fit.FitConfig(**TEST_FIT, world_guard_boost=1.0), init_world=on_box)
@@ -732,6 +792,8 @@ def test_stage_writes_a_valid_motion_bundle(standin_model_dir, scene, tmp_path):
     assert b.extra["motion"]["camera"] == "static"
     assert b.extra["motion"]["focal_source"] == "config"
     assert b.extra["motion"]["reprojection_px_mean"] < 10
+    # both walk on one floor and stay on their keypoints
+    assert b.extra["motion"]["levels"] == {} and b.extra["motion"]["world_guard"] is None
     assert b.video and Path(b.video).name == "video.mp4"
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["body_model"]["standin"] is True
