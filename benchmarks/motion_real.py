@@ -8,7 +8,8 @@ motion stages run on the first ``--frames`` frames (stand-in body, intrinsics fr
 search, camera static or moving as detected); then the fitted bodies are drawn over three frames
 (``core.motion.overlay``) into ``<images>/motion_<clip>.jpg`` and a table row says how many
 people were fitted, the camera found, the focal length, the mean reprojection error (working
-pixels and as a share of the people's size) and how far the lowest foot is from the floor.
+pixels and as a share of the people's size) and how far the lowest foot is from the floor (or
+the level a person stands on, ``extra.motion.levels``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> int:
 
     body_model = args.body_model or str(ensure_standin(ROOT / ".cache" / "standin", genders=("neutral",)))
     rows = []
-    print("| clip | frames | people | camera | focal px (how) | reprojection px | reprojection / person size | lowest foot joint above floor m |")
+    print("| clip | frames | people | camera | focal px (how) | reprojection px | reprojection / person size | lowest foot joint above their level m |")
     print("|---|---|---|---|---|---|---|---|")
     for clip in args.clips:
         video = VIDEOS / f"{clip}.mp4"
@@ -74,10 +75,11 @@ def main() -> int:
         with np.errstate(all="ignore"):
             size = np.nanmedian(np.nanmax(kp[..., 1], -1) - np.nanmin(kp[..., 1], -1))
         low = []
+        levels = ex.get("levels") or {}  # people standing above or below the floor (a roof, a stage)
         for person in b.people:
             j = bd.world_joints(person)
             seen = person.motion.visibility > 0
-            low.append(np.abs(j[seen][:, [7, 8, 10, 11], 1].min(-1)))
+            low.append(np.abs(j[seen][:, [7, 8, 10, 11], 1].min(-1) - levels.get(person.id, 0.0)))
         floor = float(np.median(np.concatenate(low))) if low else float("nan")
         r = {
             "clip": clip, "frames": b.frame_count, "people": len(b.people), "camera": ex["camera"],
