@@ -50,8 +50,8 @@ class Ground:
     normal: np.ndarray  # [3], unit, pointing up (from the feet to the head)
     offset: float
     residual: float  # robust spread (m) of the foot points about the plane
-    # [P] height (m) above this floor of the level each person stands on: 0 for the floor, more for
-    # a person on a rooftop, a stage or a box whom the others' floor cannot hold (``floor_levels``)
+    # [P] height (m) above this floor of the level each person stands on: 0 for the floor, more (or
+    # less) for a person on a rooftop, a stage or a box whom the others' floor cannot hold (``floor_levels``)
     levels: np.ndarray | None = None
 
 
@@ -122,7 +122,7 @@ def estimate_ground(joints: np.ndarray, feet: np.ndarray, weight: np.ndarray) ->
     up /= np.linalg.norm(up) + 1e-12
     low_pt = lowest_points(feet, up)  # [P, T, 3] lowest foot point per person and frame
     main = floor_levels(low_pt, weight, up) == 0
-    if main.any() and not main.all():  # the floor is the main level's; the others stand above it
+    if main.any() and not main.all():  # the floor is the main level's; the others stand on levels of their own
         w = (weight * main[:, None]).reshape(-1).astype(np.float64)
     low = low_pt.reshape(-1, 3)
     n = up.copy()
