@@ -95,7 +95,7 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
         # people the world stage carried off their keypoints and its guard fitted again
         "world_guard": None if res.guard is None else [inp.ids[p] for p in res.guard.people],
         # people found standing on another level than the floor (m above it)
-        "levels": {inp.ids[p]: float(h) for p, h in enumerate(res.ground.levels) if h != 0} if res.ground.levels is not None else {},
+        "levels": res.ground.off_floor(inp.ids),
         "seconds": seconds,
         "seconds_camera": t_cam,
         "eval": ev,

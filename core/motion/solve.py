@@ -52,7 +52,11 @@ class Ground:
     residual: float  # robust spread (m) of the foot points about the plane
     # [P] height (m) above this floor of the level each person stands on: 0 for the floor, more (or
     # less) for a person on a rooftop, a stage or a box whom the others' floor cannot hold (``floor_levels``)
-    levels: np.ndarray | None = None
+    levels: np.ndarray
+
+    def off_floor(self, ids: list[str]) -> dict[str, float]:
+        """The people (by id) standing on another level than the floor, and its height (m)."""
+        return {pid: float(h) for pid, h in zip(ids, self.levels) if h != 0}
 
 
 @dataclass
@@ -453,7 +457,7 @@ def snap_to_floor(state: FitState, rest_pelvis: np.ndarray, feet: np.ndarray, gr
     shape against the image: the floor shared by everyone outweighs one person's size prior."""
     n, d = ground.normal, ground.offset
     along = lowest_points(feet, n) @ n  # [P,T] n.x of the lowest foot point; on the floor it is -d
-    levels = np.zeros(feet.shape[0]) if ground.levels is None else ground.levels
+    levels = ground.levels
     transl = state.transl.copy()
     for p in range(feet.shape[0]):
         seen = (weight[p] > 0.3) & (np.abs(along[p]) > 1e-3)
@@ -585,9 +589,9 @@ def fit_motion(
     weight = observed_weight(obs.keypoints, cfg.min_confidence)
     if init_world is not None:
         state = init_world
-        state_before_world, obs_before_world = state, replace(obs, world_to_cam=state.world_to_cam)
+        state_before_world = state
         joints, feet, _ = body_points(body, state, cfg.device)
-        ground = Ground(normal=np.array([0.0, 1.0, 0.0]), offset=0.0, residual=_floor_spread(feet, weight))
+        ground = Ground(normal=np.array([0.0, 1.0, 0.0]), offset=0.0, residual=_floor_spread(feet, weight), levels=np.zeros(obs.num_people))
         fixed_camera = True
     else:
         cam_obs = replace(obs, world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))
@@ -608,8 +612,7 @@ def fit_motion(
             lambda f: report(0.2 + 0.4 * f, "fitting poses in the camera frame"),
         )
         state = fitter.state()
-        # what the world stage's guard compares against: how the camera-frame fit reprojects
-        state_before_world, obs_before_world = state, replace(cam_obs, labels=None)
+        state_before_world = state  # what the world stage's guard compares against (camera frame)
         rest_pelvis = fitter.body.rest_joints(fitter.betas.detach())[:, 0].cpu().numpy().astype(np.float64)
         # Into one scene frame: the camera frame (static camera) or the solved camera path.
         if cam_path is not None:
@@ -633,17 +636,18 @@ def fit_motion(
         rot, origin = world_from_ground(ground, centre, cam0[:3, 2])
         state = to_world(state, rest_pelvis, rot, origin)
         log.info("floor: normal %s, spread %.3f m", np.round(ground.normal, 3), ground.residual)
-        if ground.levels is not None and np.any(ground.levels != 0):
+        if np.any(ground.levels != 0):
             log.info("standing above or below the others' floor: %s", ", ".join(f"person {p} {ground.levels[p]:+.2f} m" for p in np.flatnonzero(ground.levels)))
         fixed_camera = False
-    levels = np.zeros(obs.num_people) if ground.levels is None else ground.levels
+    levels = ground.levels
 
-    before = relative_reprojection(body, state_before_world, obs_before_world, cfg)
+    # (reprojections are read with each state's own cameras: obs.world_to_cam does not count)
+    before = relative_reprojection(body, state_before_world, obs, cfg)
     world_obs = replace(obs, world_to_cam=state.world_to_cam)
     start = state
     # (the progress leaves the last 5 % to a refit by the guard below, so it never runs backwards)
     state = world_stage(body, world_obs, cfg, start, fixed_camera, levels, None, lambda f: report(0.6 + 0.35 * f, "refining people together in the world frame"))
-    after = relative_reprojection(body, state, replace(obs, world_to_cam=state.world_to_cam), cfg)
+    after = relative_reprojection(body, state, obs, cfg)
     guard = None
     drifted = np.flatnonzero((after > cfg.world_guard_ratio * before) & (after - before > cfg.world_guard_share))
     if len(drifted) and cfg.world_guard_boost > 1.0:
@@ -663,16 +667,15 @@ def fit_motion(
             body, world_obs, cfg, start, fixed_camera, levels, drifted,
             lambda f: report(0.95 + 0.05 * f, f"fitting again {len(drifted)} people who drifted off their keypoints"),
         )  # fmt: skip
-        again = relative_reprojection(body, retry, replace(obs, world_to_cam=retry.world_to_cam), cfg)
+        again = relative_reprojection(body, retry, obs, cfg)
         kept = "retry" if np.nanmean(again[drifted]) < np.nanmean(after[drifted]) else "first"
         if kept == "retry":
             state = retry
         log.info("world stage retry: %s of their size, %s kept", ", ".join(f"{again[p]:.0%}" for p in drifted), kept)
         guard = WorldGuard(people=drifted, camera_frame=before[drifted], world=after[drifted], retry=again[drifted], kept=kept)
-    world_obs = replace(obs, world_to_cam=state.world_to_cam)
     _, feet, _ = body_points(body, state, cfg.device)
-    ground = replace(ground, residual=_floor_spread(feet - levels[:, None, None, None] * np.array([0.0, 1.0, 0.0]), weight), levels=levels)
-    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, world_obs, cfg), guard=guard)
+    ground = replace(ground, residual=_floor_spread(feet - levels[:, None, None, None] * np.array([0.0, 1.0, 0.0]), weight))
+    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, obs, cfg), guard=guard)
 
 
 def world_stage(

@@ -182,7 +182,7 @@ def run_stage(ctx: StageContext) -> None:
         "reprojection_px": reproj,
         "reprojection_px_mean": _mean(result.reprojection_px),
         "floor_spread_m": result.ground.residual,
-        "levels": {pid: float(h) for pid, h in zip(inputs.ids, result.ground.levels) if h != 0} if result.ground.levels is not None else {},
+        "levels": result.ground.off_floor(inputs.ids),
         "world_guard": None if result.guard is None else _guard_json(result.guard, inputs.ids),
         "init": None if init is None else init.source,
         "quality": config.quality,
