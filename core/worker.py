@@ -109,13 +109,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _watch_parent(pid: int, cancel: threading.Event) -> None:
+class CancelFlag:
+    """Whether, and why, the run was asked to stop. Set from signal handlers, so it takes no lock
+    (a ``threading.Event`` does: a handler that runs while the main thread sets it would deadlock)."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.reason:
+            self.reason = reason
+
+    def is_set(self) -> bool:
+        return bool(self.reason)
+
+
+def _watch_parent(pid: int, cancel: CancelFlag) -> None:
     # When the pid is our own parent, being re-parented also means it is gone (even if the pid is reused).
     was_parent = os.name != "nt" and os.getppid() == pid
     while not cancel.is_set():
         if not _pid_alive(pid) or (was_parent and os.getppid() != pid):
             log.warning("parent process %d is gone: cancelling", pid)
-            cancel.set()
+            cancel.set(f"parent process {pid} is gone")
             return
         time.sleep(1.0)
 
@@ -135,19 +150,21 @@ def main(args: argparse.Namespace) -> int:
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(logging.WARNING)
         logging.getLogger().addHandler(console)
-    cancel = threading.Event()
+    cancel = CancelFlag()
 
     def on_reader_gone() -> None:
         log.warning("nobody reads the progress any more (the add-on has gone): cancelling")
-        cancel.set()
+        cancel.set("the add-on stopped reading the progress")
 
     reporter = Reporter(proto, args.progress, on_reader_gone=on_reader_gone)
 
     def on_sigint(signum: int, frame: object) -> None:
+        # No logging here: the signal may land inside the main thread's own write to the log,
+        # and a second write from the handler fails that one ("reentrant call"). The reason is
+        # logged when the stage stops.
         if cancel.is_set():  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        log.warning("SIGINT: cancelling after the current step")
-        cancel.set()
+        cancel.set(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigint)
@@ -168,7 +185,8 @@ def main(args: argparse.Namespace) -> int:
         reporter.done(str(bundle))
         return 0
     except (Cancelled, KeyboardInterrupt):
-        log.warning("cancelled; finished stages are kept and the next run resumes after them")
+        log.warning("cancelled; finished stages are kept and the next run resumes after them (%s)",
+                    cancel.reason or "KeyboardInterrupt")
         reporter.error("cancelled; run again with the same job folder to resume", log_path, cancelled=True)
         return 130
     except (JobError, StageUnavailable) as exc:

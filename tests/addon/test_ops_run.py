@@ -146,7 +146,8 @@ def test_cancel_leaves_nothing_imported_and_no_process(ext, scene, bundle_src, m
     assert scene.troupe.job_status == "CANCELLING"
     tick_until(ops, scene, lambda: not ops.QUEUE.busy(ops.scene_key(scene)), timeout=10)
     assert time.monotonic() - t0 < 5.0
-    assert scene.troupe.job_status == "CANCELLED" and "resume" in scene.troupe.job_error
+    assert scene.troupe.job_status == "CANCELLED" and "resume" in scene.troupe.job_error, (
+        scene.troupe.job_error, Path(scene.troupe.job_log).read_text(encoding="utf-8"))
     assert tagged_objects(scene) == [] and not scene.troupe.job_imported
     assert_reaped(job.pid)
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +37,11 @@ STAGE_CODE = textwrap.dedent(
         steps = 5
         for i in range(steps):
             ctx.progress(i / steps, f"step {i}")
-            time.sleep(delay / steps)
+            end = time.monotonic() + delay / steps
+            while os.environ.get("TEST_CHATTER") and ctx.name == "second" and i > 0 and time.monotonic() < end:
+                print("a library that logs a lot " * 1000)  # the log file is busy most of the time
+                ctx.progress(i / steps, f"step {i}")
+            time.sleep(max(0.0, end - time.monotonic()))
         (ctx.out_dir / "out.json").write_text(json.dumps({"stage": ctx.name}))
     '''
 )
@@ -146,8 +151,9 @@ WORKER_WRAPPER = textwrap.dedent(
 )
 
 
-def start_worker(tmp_path: Path, mod_dir: Path, job: Path, delay: float = 0.0) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(mod_dir)]), TEST_STAGE_DELAY=str(delay))
+def start_worker(tmp_path: Path, mod_dir: Path, job: Path, delay: float = 0.0, chatter: bool = False) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(mod_dir)]), TEST_STAGE_DELAY=str(delay),
+               TEST_CHATTER="1" if chatter else "")
     return subprocess.Popen(
         [sys.executable, "-c", WORKER_WRAPPER, "run", str(tmp_path / "clip.mp4"), "--out", str(job), "--progress", "json"],
         stdout=subprocess.PIPE,
@@ -189,7 +195,7 @@ def test_sigint_cancels_cleanly_and_the_next_run_resumes(tmp_path, stage_module)
     rest, _ = proc.communicate(timeout=30)
     assert time.monotonic() - t0 < 5.0
     last = json.loads(rest.splitlines()[-1])
-    assert last["type"] == "error" and last["cancelled"] is True
+    assert last["type"] == "error" and last.get("cancelled") is True, last
     assert Path(last["log"]).is_file()
     assert proc.returncode == 130
     assert (job / "first" / ".done.json").exists() and not (job / "second" / ".done.json").exists()
@@ -198,6 +204,46 @@ def test_sigint_cancels_cleanly_and_the_next_run_resumes(tmp_path, stage_module)
     out, _ = proc.communicate(timeout=60)
     assert json.loads(out.splitlines()[-1])["type"] == "done"
     assert (job / "calls.txt").read_text().split() == ["first", "second", "second"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO (POSIX)")
+def test_sigint_that_lands_inside_a_write_to_the_log_still_cancels(tmp_path, stage_module):
+    """A library in the stage writes to the log (a slow disk, a network share) when the cancel
+    comes. A signal handler that wrote to the log itself would break that write ("reentrant
+    call") and turn the cancel into a failure. The log is a FIFO whose reader stops reading, so
+    the stage is certainly inside a write when the signal lands."""
+    job = tmp_path / "job"
+    job.mkdir()
+    os.mkfifo(job / "troupe.log")
+    reading, stopped, log = threading.Event(), threading.Event(), bytearray()
+
+    def read_log() -> None:
+        with open(job / "troupe.log", "rb", buffering=0) as fh:
+            while chunk := fh.read(4096):
+                log.extend(chunk)
+                if not reading.is_set():
+                    stopped.set()
+                    reading.wait()
+
+    reading.set()
+    threading.Thread(target=read_log, daemon=True).start()
+    proc = start_worker(tmp_path, stage_module, job, delay=3.0, chatter=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        msg = json.loads(line)
+        if msg["type"] == "progress" and msg["stage"] == "second" and msg["stage_fraction"] > 0:
+            break
+    reading.clear()  # the pipe fills and the stage's next write blocks
+    assert stopped.wait(10)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    reading.set()
+    rest, _ = proc.communicate(timeout=30)
+    last = json.loads(rest.splitlines()[-1])
+    assert last["type"] == "error" and last.get("cancelled") is True, last
+    assert proc.returncode == 130
+    assert b"the next run resumes after them (SIGINT)" in log
 
 
 def test_unavailable_stage_ends_in_one_error_line(tmp_path):
