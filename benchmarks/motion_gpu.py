@@ -3,9 +3,11 @@
     python benchmarks/motion_gpu.py --model .cache/standin/SMPLX_NEUTRAL.npz [--frames 300]
         [--people 2] [--devices cuda cpu] [--json OUT]
 
-Needs numpy, torch, smplx and SciPy only (no OpenCV or rendering): the scene is made here by
-posing the body model along smooth walking paths on a floor, seen by a static camera, and
-projecting its COCO-17 keypoints with 3 px noise and 10 % of them dropped. Prints, per device,
+The scene is made here by posing the body model along smooth walking paths on a floor, seen by a
+static camera, and projecting its COCO-17 keypoints with 3 px noise and 10 % of them dropped.
+Its person-label maps (for the silhouette and depth-order terms, as the people stage's masks feed
+them) are painted from 4000 projected surface points per person, nearer people over farther ones,
+at the fit's mask resolution (``--no-masks`` leaves them out). Prints, per device,
 the wall time of each stage of ``core.motion.solve.fit_motion`` and the accuracy against the
 scene (camera-frame MPJPE and floor height of the feet), and the CPU/CUDA ratio measured in the
 same run; the two devices' results are compared joint by joint.
@@ -29,15 +31,38 @@ sys.path.insert(0, str(ROOT))
 from core.body.model import BodyModel  # noqa: E402
 from core.motion.body import SparseBody  # noqa: E402
 from core.motion.fit import FitConfig, Observations  # noqa: E402
+from core.motion.inputs import MASK_MAX_SIDE  # noqa: E402
 from core.motion.solve import body_points, fit_motion  # noqa: E402
 
 
-def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), seed: int = 0):  # type: ignore[no-untyped-def]
-    """Ground-truth joints [P,T,55,3] (world), keypoints [P,T,17,3], K [T,3,3], world_to_cam [4,4]."""
+def label_maps(points: np.ndarray, size: tuple[int, int], max_side: int = MASK_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """[P,T,N,3] camera-frame surface points -> [T,h,w] person-index maps (0 background, p+1
+    person p; nearer people painted over farther ones) and their scale (h / image height)."""
+    from scipy.ndimage import binary_closing, binary_fill_holes
+
+    scale = min(1.0, max_side / max(size))
+    w, h = round(size[0] * scale), round(size[1] * scale)
+    num_p, num_t = points.shape[:2]
+    maps = np.zeros((num_t, h, w), np.uint8)
+    for t in range(num_t):
+        for p in np.argsort(-points[:, t, :, 2].mean(-1)):  # farthest first
+            uv = points[p, t, :, :2] / points[p, t, :, 2:] * scale
+            x, y = np.round(uv[:, 0]).astype(int), np.round(uv[:, 1]).astype(int)
+            ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            mask = np.zeros((h, w), bool)
+            mask[y[ok], x[ok]] = True
+            mask = binary_fill_holes(binary_closing(mask, np.ones((3, 3), bool)))
+            maps[t][mask] = p + 1
+    return maps, scale
+
+
+def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), seed: int = 0, masks: bool = True):  # type: ignore[no-untyped-def]
+    """Ground-truth joints [P,T,55,3] (world), keypoints [P,T,17,3], K [T,3,3], world_to_cam [4,4],
+    size, and label maps [T,h,w] with their scale (None, 1.0 without masks)."""
     from smplx.lbs import batch_rodrigues
 
     rng = np.random.default_rng(seed)
-    body = SparseBody(model)
+    body = SparseBody(model, num_surface=4000 if masks else 384)
     w, h = size
     f = (w / 2) / math.tan(math.radians(55) / 2)
     K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
@@ -84,17 +109,21 @@ def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), 
     uv = uv[..., :2] / uv[..., 2:]
     kps = np.concatenate([uv + rng.normal(size=uv.shape) * 3.0, np.full(uv.shape[:-1] + (1,), 0.9)], -1)
     kps[..., 2][rng.random(kps.shape[:-1]) < 0.1] = 0.0
-    return joints, kps, np.tile(K, (frames, 1, 1)), w2c, size
+    labels, scale = None, 1.0
+    if masks:
+        surface = out.surface.numpy().reshape(people, frames, -1, 3).astype(np.float64)
+        labels, scale = label_maps((surface @ w2c[:3, :3].T + w2c[:3, 3]) @ K.T, size)
+    return joints, kps, np.tile(K, (frames, 1, 1)), w2c, size, labels, scale
 
 
 def run(device: str, model_path: str, scene, iters_scale: float) -> dict:  # type: ignore[no-untyped-def]
-    joints_gt, kps, K, w2c, size = scene
+    joints_gt, kps, K, w2c, size, labels, label_scale = scene
     model = BodyModel(model_path, device=device)
     base = FitConfig(device=device)
     iter_fields = ("iters_rigid", "iters_limbs", "iters_heading", "iters_pose", "iters_world")
     cfg = FitConfig(device=device, **{k: max(1, round(getattr(base, k) * iters_scale)) for k in iter_fields})
     num_t = kps.shape[1]
-    obs = Observations(kps, K, np.tile(np.eye(4), (num_t, 1, 1)), size)
+    obs = Observations(kps, K, np.tile(np.eye(4), (num_t, 1, 1)), size, labels=labels, label_scale=label_scale)
     marks: list[tuple[str, float]] = []
 
     def progress(frac: float, msg: str) -> None:
@@ -139,10 +168,11 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--people", type=int, default=2)
     p.add_argument("--devices", nargs="+", default=["cuda", "cpu"])
+    p.add_argument("--no-masks", dest="masks", action="store_false", help="keypoints only (no label maps)")
     p.add_argument("--iters-scale", type=float, default=1.0, help="multiply the default iteration counts")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    scene = walking_scene(BodyModel(args.model), args.people, args.frames)
+    scene = walking_scene(BodyModel(args.model), args.people, args.frames, masks=args.masks)
     results = []
     for dev in args.devices:
         if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -164,7 +194,8 @@ def main() -> int:
         print(f"CPU / CUDA time: {summary['cpu_over_cuda']:.1f}x; mean joint difference CUDA vs CPU {summary['cuda_vs_cpu_joint_mm']:.1f} mm")
     if args.json:
         out = [{k: v for k, v in r.items() if k != "joints_cam"} for r in results]
-        Path(args.json).write_text(json.dumps({"frames": args.frames, "people": args.people, "results": out, **summary}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"frames": args.frames, "people": args.people, "masks": args.masks,
+                                               "results": out, **summary}, indent=1) + "\n")  # fmt: skip
     return 0
 
 
