@@ -106,7 +106,7 @@ def main() -> int:
     K_work = calib[fc]["K"].copy()
     K_work[:2] *= scale[fc]  # working pixels
     obs = Observations(inp.keypoints, np.tile(K_work, (num_t, 1, 1)), np.tile(np.eye(4), (num_t, 1, 1)),
-                       inp.image_size, inp.labels, inp.label_scale)  # fmt: skip
+                       inp.image_size, inp.labels, inp.label_scale, foot_keypoints=inp.foot_keypoints)  # fmt: skip
     cfg = FitConfig(device=args.device)
     res = fit_motion(model, obs, cfg)
     _, _, coco = body_points(SparseBody(model, device=args.device), res.state, args.device)  # [P,T,17,3] fit world

@@ -76,7 +76,9 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
     K = intrinsics(inp.image_size, focal, num_t)
     cam = solve_camera(read_video(folder / "video.mp4"), inp, K, mode="moving" if camera == "orbit" else "auto")
     t_cam = time.perf_counter() - t0
-    obs = Observations(inp.keypoints, K, np.tile(np.eye(4), (num_t, 1, 1)), inp.image_size, inp.labels, inp.label_scale)
+    feet = truth_feet(model, folder, inp, args.noise, args.drop, seed) if args.feet else None
+    obs = Observations(inp.keypoints, K, np.tile(np.eye(4), (num_t, 1, 1)), inp.image_size, inp.labels, inp.label_scale,
+                       foot_keypoints=feet)  # fmt: skip
     start = {} if args.start == "fit" else truth_start(args.start, model, folder, inp)
     res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene, cam_points=cam.points, **start)
     seconds = time.perf_counter() - t0
@@ -100,6 +102,30 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
         "seconds_camera": t_cam,
         "eval": ev,
     }
+
+
+def truth_feet(model, folder: Path, inp, noise_px: float, drop: float, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """[P, T, 4, 3] heels and big toes (``core.keypoints.FOOT_NAMES``) as a detector would give
+    them (``--feet``): the true bodies' foot keypoints projected by the true cameras, seen where
+    the scene's ankle on that side is, then degraded as ``read_synth`` degrades COCO-17."""
+    from core.motion.body import SparseBody
+    from core.motion.init import from_bundle
+    from core.motion.solve import posed_points
+
+    world = from_bundle(folder / "bundle", inp, model).world
+    pts = posed_points(SparseBody(model), world, "cpu")["foot_keypoints"]
+    m = world.world_to_cam
+    with np.load(folder / "bundle" / "camera.npz", allow_pickle=False) as z:
+        K = z["K"].astype(np.float64)
+    uvw = np.einsum("tab,ptnb->ptna", K, np.einsum("tab,ptnb->ptna", m[:, :3, :3], pts) + m[None, :, None, :3, 3])
+    uv = uvw[..., :2] / uvw[..., 2:]
+    with np.load(folder / "gt" / "keypoints.npz", allow_pickle=False) as z:
+        ankle_seen = z["keypoints"][:, :, [15, 15, 16, 16], 2] > 0  # left heel, left toe, right heel, right toe
+    rng = np.random.default_rng(seed + 1000)
+    e = rng.normal(size=uv.shape) * noise_px
+    conf = np.clip(1.0 - 0.5 * np.linalg.norm(e, axis=-1) / (3 * noise_px), 0.5, 1.0) if noise_px > 0 else np.ones(uv.shape[:-1])
+    seen = ankle_seen & (rng.random(ankle_seen.shape) >= drop)
+    return np.concatenate([uv + e, np.where(seen, conf, 0.0)[..., None]], -1)
 
 
 def truth_start(kind: str, model, folder: Path, inp) -> dict:  # type: ignore[no-untyped-def]
@@ -233,6 +259,8 @@ def main() -> int:
     p.add_argument("--save", default=None, help="write each fitted bundle to SAVE/<scene> (for analysis)")
     p.add_argument("--start", default="fit", choices=["fit", "truth", "truth-pose", "truth-root", "truth-world"],
                    help="start the fit from the scene's truth (docs/motion.md: what is left at the clip's start)")  # fmt: skip
+    p.add_argument("--feet", action="store_true",
+                   help="also give the fit heels and big toes (the truth's, degraded alike), as BlazePose or a whole-body detector would")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="scenes fitted at once, one process each")
     p.add_argument("--threads", type=int, default=1, help="threads per process with --jobs")
     args = p.parse_args()

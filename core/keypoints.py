@@ -48,6 +48,29 @@ SMPLX_BODY_JOINTS: dict[str, int] = {
     "left_knee": 4, "right_knee": 5, "left_ankle": 7, "right_ankle": 8,
 }  # fmt: skip
 
+# Foot keypoints beyond COCO-17 that detectors give (BlazePose's heel and foot index,
+# COCO-WholeBody's heel and big toe; both name the toe point "big_toe" in ``extra_keypoint_names``)
+# and the SMPL-X vertices they sit on (``smplx.vertex_ids["smplx"]``: LHeel, LBigToe, RHeel, RBigToe).
+# They show the foot's pitch, which COCO-17 (ankles only) leaves to the priors.
+FOOT_NAMES: tuple[str, ...] = ("left_heel", "left_big_toe", "right_heel", "right_big_toe")
+SMPLX_FOOT_VERTICES: tuple[int, ...] = (8846, 5770, 8635, 8463)
+
+
+def foot_keypoints(extra: np.ndarray | None, names: list[str] | tuple[str, ...]) -> np.ndarray | None:
+    """``FOOT_NAMES`` picked from a people result's extra keypoints [N, T, K, 3] (by name; NaN and
+    missing ones get confidence 0) -> [N, T, 4, 3], or None when it names none of them."""
+    if extra is None or not any(n in names for n in FOOT_NAMES):
+        return None
+    extra = np.asarray(extra, np.float64)
+    out = np.zeros((*extra.shape[:2], len(FOOT_NAMES), 3))
+    for i, name in enumerate(FOOT_NAMES):
+        if name in names:
+            out[:, :, i] = extra[:, :, list(names).index(name)]
+    bad = ~np.isfinite(out).all(-1)
+    out[bad] = 0.0
+    return out
+
+
 # For each COCO-17 keypoint: ("vertex" | "joint", index into the SMPL-X vertices / joints).
 COCO17_FROM_SMPLX: tuple[tuple[str, int], ...] = tuple(
     ("vertex", SMPLX_FACE_VERTICES[n]) if n in SMPLX_FACE_VERTICES else ("joint", SMPLX_BODY_JOINTS[n])

@@ -25,6 +25,7 @@ from .. import keypoints as kp
 
 # SMPL-X vertex ids of the feet (as smplx.vertex_ids["smplx"]): big toe, small toe, heel; left then right.
 FOOT_VERTICES: tuple[int, ...] = (5770, 5780, 8846, 8463, 8474, 8635)
+NUM_FOOT_POINTS = len(FOOT_VERTICES) + len(kp.SMPLX_FOOT_VERTICES)  # soles, then the foot keypoints' vertices
 NUM_BODY_JOINTS = 22  # pelvis + 21 body joints (the part 2D body keypoints determine)
 
 
@@ -34,6 +35,7 @@ class BodyOutput:
     coco: torch.Tensor  # [B, 17, 3] COCO-17 points (core.keypoints order)
     feet: torch.Tensor  # [B, 6, 3] the soles under FOOT_VERTICES (see SparseBody)
     surface: torch.Tensor  # [B, S, 3] surface samples (SparseBody.surface_ids)
+    foot_keypoints: torch.Tensor  # [B, 4, 3] heels and big toes (core.keypoints.FOOT_NAMES), on the mesh
 
 
 class SparseBody(torch.nn.Module):
@@ -52,7 +54,7 @@ class SparseBody(torch.nn.Module):
         rng = np.random.default_rng(0)
         surface = np.sort(rng.choice(nv, size=min(num_surface, nv), replace=False))
         face_ids = [idx for src, idx in kp.COCO17_FROM_SMPLX if src == "vertex"]
-        ids = np.concatenate([face_ids, FOOT_VERTICES, surface]).astype(np.int64)
+        ids = np.concatenate([face_ids, FOOT_VERTICES, kp.SMPLX_FOOT_VERTICES, surface]).astype(np.int64)
         self.num_face = len(face_ids)
         self.surface_ids = surface
         self.vertex_ids = ids
@@ -127,7 +129,7 @@ class SparseBody(torch.nn.Module):
         nj = NUM_BODY_JOINTS
         rot = torch.cat([global_rot[:, None], batch_rodrigues(pose.reshape(-1, 3)).reshape(b, nj - 1, 3, 3)], dim=1)
         joints_rest = self.rest_joints(betas)
-        n = len(self.vertex_ids) if surface else self.num_face + len(FOOT_VERTICES)
+        n = len(self.vertex_ids) if surface else self.num_face + NUM_FOOT_POINTS
         v_shaped = self.v_template[:n] + torch.einsum("scb,nb->nsc", self.v_shapedirs[:n], betas)
         if self.has_posedirs:
             eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
@@ -144,4 +146,6 @@ class SparseBody(torch.nn.Module):
         joints = posed_joints + transl[:, None]
         nf = self.num_face
         coco = torch.cat([verts[:, :nf], joints[:, self._body_ids]], dim=1)[:, self._coco_order]
-        return BodyOutput(joints=joints, coco=coco, feet=verts[:, nf : nf + 6], surface=verts[:, nf + 6 :])
+        nk = len(FOOT_VERTICES)
+        return BodyOutput(joints=joints, coco=coco, feet=verts[:, nf : nf + nk], surface=verts[:, nf + NUM_FOOT_POINTS :],
+                          foot_keypoints=verts[:, nf + nk : nf + NUM_FOOT_POINTS])  # fmt: skip

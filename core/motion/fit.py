@@ -32,6 +32,7 @@ import torch
 from scipy.ndimage import median_filter
 from smplx.lbs import batch_rodrigues
 
+from .. import keypoints as kp_names
 from .body import BodyOutput, SparseBody
 from .priors import Priors, first_difference, gmof, second_difference
 
@@ -48,6 +49,8 @@ MASK_SAMPLES = 64  # pixels drawn from each person's mask per frame for the cove
 # Weight of each COCO-17 keypoint in the fit: SMPL-X hip joints sit higher and further in
 # than annotated hips (core.keypoints), so they count less.
 KEYPOINT_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1], np.float32)
+# Weight of each foot keypoint (heels, big toes: core.keypoints.FOOT_NAMES) where the detector gives them.
+FOOT_KEYPOINT_WEIGHT = 1.0
 # Left/right COCO-17 pairs a turned body hides one side of (eyes, ears, shoulders, hips): where a
 # detector sees one and not the other, the seen one is probably the nearer (``Fitter.rigid_frame_costs``).
 SIDE_PAIRS = ((1, 2), (3, 4), (5, 6), (11, 12))
@@ -98,6 +101,7 @@ class FitConfig:
     w_heading: float = 0.1  # facing away from the direction of travel (robust, per frame)
     heading_speed: float = 0.6  # m/s of travel from which the direction counts fully (half of it: not at all)
     min_confidence: float = 0.2  # keypoints below this confidence are ignored
+    foot_keypoints: bool = True  # fit the detector's heels and big toes where the observations have them
     snap_to_floor: bool = True  # before the world stage, slide each person along the rays onto the shared floor
     # A person whom the world stage carries off their keypoints (mean reprojection error, as a
     # share of their size, above world_guard_ratio times the camera-frame fit's and worse by
@@ -117,6 +121,8 @@ class Observations:
     K: [T, 3, 3]; world_to_cam: [T, 4, 4] (identity for "camera frame").
     labels: optional [T, h, w] int person-index map (0 = background, p+1 = person p) at a
         reduced resolution; ``label_scale`` = h / image height. fps: frames per second.
+    foot_keypoints: optional [P, T, 4, 3] heels and big toes (``core.keypoints.FOOT_NAMES``),
+        x, y, confidence; they join the keypoint term and show the foot's pitch.
     """
 
     keypoints: np.ndarray
@@ -126,6 +132,7 @@ class Observations:
     labels: np.ndarray | None = None
     label_scale: float = 1.0
     fps: float = 30.0  # frames per second (speeds in m/s)
+    foot_keypoints: np.ndarray | None = None
 
     @property
     def num_people(self) -> int:
@@ -315,9 +322,16 @@ class Fitter:
         self.device = dev
         f32 = dict(dtype=torch.float32, device=dev)
         kps = obs.keypoints.astype(np.float32)
-        conf = kps[..., 2] * (kps[..., 2] >= config.min_confidence) * KEYPOINT_WEIGHTS
+        weights = KEYPOINT_WEIGHTS
+        # With foot keypoints the keypoint term reads 21 points a body: COCO-17, then the feet.
+        self.has_feet = obs.foot_keypoints is not None and config.foot_keypoints
+        if self.has_feet:
+            assert obs.foot_keypoints is not None
+            kps = np.concatenate([kps, obs.foot_keypoints.astype(np.float32)], axis=2)
+            weights = np.concatenate([weights, np.full(len(kp_names.FOOT_NAMES), FOOT_KEYPOINT_WEIGHT, np.float32)])
+        conf = kps[..., 2] * (kps[..., 2] >= config.min_confidence) * weights
         self.kp_xy = torch.as_tensor(kps[..., :2], **f32)
-        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17] (``boost_keypoints`` scales a person's rows)
+        self.kp_w = torch.as_tensor(conf, **f32)  # [P,T,17 or 21] (``boost_keypoints`` scales a person's rows)
         self.scale = torch.as_tensor(person_scale(obs.keypoints, config.min_confidence), **f32)  # [P,T]
         self.K = torch.as_tensor(obs.K, **f32)
         self.w2c_init = torch.as_tensor(state.world_to_cam, **f32)
@@ -359,7 +373,7 @@ class Fitter:
         betas = self.betas[:, None].expand(p, t, -1).reshape(p * t, -1)
         rot = self.global_rot().reshape(-1, 3, 3)
         out = self.body(betas, rot, self.body_pose.reshape(-1, 63), self.transl.reshape(-1, 3), surface=surface)
-        return BodyOutput(*(x.reshape(p, t, *x.shape[1:]) for x in (out.joints, out.coco, out.feet, out.surface)))
+        return BodyOutput(*(x.reshape(p, t, *x.shape[1:]) for x in (out.joints, out.coco, out.feet, out.surface, out.foot_keypoints)))
 
     @property
     def w2c(self) -> torch.Tensor:
@@ -391,8 +405,8 @@ class Fitter:
 
     def keypoint_residuals(self, out: BodyOutput) -> torch.Tensor:
         """[P, T, 17] confidence-weighted robust reprojection error of each keypoint (normalised
-        by person size), plus a penalty for points behind the camera."""
-        uv, z = self.project(out.coco)
+        by person size), plus a penalty for points behind the camera; [P, T, 21] with the feet."""
+        uv, z = self.project(torch.cat([out.coco, out.foot_keypoints], dim=2) if self.has_feet else out.coco)
         res = ((uv - self.kp_xy) ** 2).sum(-1) / self.scale[..., None] ** 2
         behind = torch.relu(0.1 - z) ** 2 * 100  # keep points in front of the camera
         return self.kp_w * gmof(res, self.cfg.kp_sigma) + behind

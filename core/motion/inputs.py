@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..keypoints import foot_keypoints
 from ..pipeline import JobError
 
 DEFAULT_HFOV_DEG = 60.0  # a phone's main camera or a camcorder at its wide end (about 28 mm equivalent)
@@ -33,6 +34,7 @@ class MotionInputs:
     labels: np.ndarray | None = None  # [T, h, w] uint8 reduced label maps, or None
     label_scale: float = 1.0
     focal_px: float | None = None  # known focal length in working pixels (metadata), else None
+    foot_keypoints: np.ndarray | None = None  # [P, T, 4, 3] heels and big toes (core.keypoints.FOOT_NAMES), or None
 
     @property
     def num_frames(self) -> int:
@@ -86,6 +88,7 @@ def read_people_stage(people_dir: Path | str, ingest_dir: Path | str | None = No
         labels=labels,
         label_scale=scale,
         focal_px=focal,
+        foot_keypoints=foot_keypoints(res.extra_keypoints, res.extra_keypoint_names),
     )
 
 

@@ -64,6 +64,7 @@ class MotionResult:
     state: FitState  # in the world frame (+Y up, floor y = 0)
     ground: Ground  # the floor as found in the fitting (camera) frame; residual = final floor spread
     reprojection_px: np.ndarray  # [P, T] mean keypoint error in pixels (NaN where not seen)
+    foot_reprojection_px: np.ndarray | None = None  # [P, T] the same over the foot keypoints, where the detector gave them
     guard: WorldGuard | None = None  # set where the world stage carried people off their keypoints
 
 
@@ -88,8 +89,9 @@ def rest_points(body: SparseBody, num_betas: int) -> tuple[np.ndarray, np.ndarra
     return out.joints[0].cpu().numpy(), out.coco[0].cpu().numpy()
 
 
-def body_points(body: SparseBody, state: FitState, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Joints [P,T,55,3], feet [P,T,6,3] and COCO [P,T,17,3] of a state (numpy)."""
+def posed_points(body: SparseBody, state: FitState, device: str) -> dict[str, np.ndarray]:
+    """A state's bodies without their surface samples (numpy, [P, T, N, 3] each): ``joints``
+    (55), ``feet`` (the 6 sole points), ``coco`` (COCO-17) and ``foot_keypoints`` (4)."""
     p, t = state.transl.shape[:2]
     f32 = dict(dtype=torch.float32, device=device)
     with torch.no_grad():
@@ -99,8 +101,16 @@ def body_points(body: SparseBody, state: FitState, device: str) -> tuple[np.ndar
             torch.as_tensor(state.global_rot, **f32).reshape(-1, 3, 3),
             torch.as_tensor(state.body_pose, **f32).reshape(-1, 63),
             torch.as_tensor(state.transl, **f32).reshape(-1, 3),
+            surface=False,
         )
-    return tuple(x.cpu().numpy().astype(np.float64).reshape(p, t, *x.shape[1:]) for x in (out.joints, out.feet, out.coco))  # type: ignore[return-value]
+    parts = {"joints": out.joints, "feet": out.feet, "coco": out.coco, "foot_keypoints": out.foot_keypoints}
+    return {k: x.cpu().numpy().astype(np.float64).reshape(p, t, *x.shape[1:]) for k, x in parts.items()}
+
+
+def body_points(body: SparseBody, state: FitState, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joints [P,T,55,3], feet [P,T,6,3] and COCO [P,T,17,3] of a state (numpy)."""
+    pts = posed_points(body, state, device)
+    return pts["joints"], pts["feet"], pts["coco"]
 
 
 def lowest_points(feet: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -213,6 +223,13 @@ def to_world(state: FitState, rest_pelvis: np.ndarray, rot: np.ndarray, origin: 
     return replace(state, global_rot=new_rot, transl=new_t, world_to_cam=state.world_to_cam @ w2f)
 
 
+def hypotheses(obs: Observations, num_h: int) -> Observations:
+    """``obs`` with its people repeated ``num_h`` times (one copy per start hypothesis), no masks."""
+    feet = obs.foot_keypoints
+    return replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None,
+                   foot_keypoints=None if feet is None else np.tile(feet, (num_h, 1, 1, 1)))  # fmt: skip
+
+
 def observed_weight(keypoints: np.ndarray, min_conf: float) -> np.ndarray:
     """[P, T] share of confident keypoints per frame."""
     return (keypoints[..., 2] >= min_conf).mean(-1)
@@ -251,7 +268,7 @@ def rigid_start(
     rest_j, rest_coco = rest_points(body, num_betas)
     pelvis = init_translation(obs.keypoints, obs.K, rest_j, rest_coco, cfg.min_confidence)  # [P,T,3]
     rots = np.stack([np.broadcast_to(facing_rotation(y), (num_p, num_t, 3, 3)) for y in YAWS])  # [H,P,T,3,3]
-    hyp_obs = replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None)
+    hyp_obs = hypotheses(obs, num_h)
     init = FitState(
         betas=np.zeros((num_h * num_p, num_betas)),
         global_rot=rots.reshape(num_h * num_p, num_t, 3, 3),
@@ -344,7 +361,7 @@ def limb_start(
     num_p, num_t = obs.num_people, obs.num_frames
     patterns = limb_patterns()
     num_h = len(patterns)
-    hyp_obs = replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None)
+    hyp_obs = hypotheses(obs, num_h)
     init = FitState(
         betas=np.tile(state.betas, (num_h, 1)),
         global_rot=np.tile(state.global_rot, (num_h, 1, 1, 1)),
@@ -359,7 +376,7 @@ def limb_start(
     fitter.run("limbs", cfg.iters_limbs, [fitter.body_pose], progress)
     with torch.no_grad():
         out = fitter.pose_bodies(surface=False)
-        kp = fitter.keypoint_residuals(out).cpu().numpy().reshape(num_h, num_p, num_t, 17)
+        kp = fitter.keypoint_residuals(out).cpu().numpy().reshape(num_h, num_p, num_t, -1)
         lim = fitter.pose_prior_terms().cpu().numpy().reshape(num_h, num_p, num_t, 21)
         joints = out.joints.cpu().numpy().reshape(num_h, num_p, num_t, 55, 3)
     rel = joints - joints[..., :1, :]  # relative to the pelvis
@@ -402,7 +419,7 @@ def start_poses(
     num_p, num_t = obs.num_people, obs.num_frames
     turns = [0.0, *HEADING_OFFSETS]
     num_h = len(turns)
-    hyp_obs = replace(obs, keypoints=np.tile(obs.keypoints, (num_h, 1, 1, 1)), labels=None)
+    hyp_obs = hypotheses(obs, num_h)
     tiled = FitState(
         betas=np.tile(state.betas, (num_h, 1)),
         global_rot=np.concatenate([state.global_rot @ yaw_rotation(a) for a in turns]),
@@ -437,15 +454,18 @@ def start_poses(
     return out
 
 
-def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig) -> np.ndarray:
-    """[P, T] mean pixel error over confident keypoints (NaN where none)."""
-    _, _, coco = body_points(body, state, cfg.device)
+def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig, feet: bool = False) -> np.ndarray:
+    """[P, T] mean pixel error over confident COCO-17 keypoints (NaN where none); ``feet``: over
+    the foot keypoints instead (``obs.foot_keypoints``, which must be given)."""
+    pts = posed_points(body, state, cfg.device)["foot_keypoints" if feet else "coco"]
+    kps = obs.foot_keypoints if feet else obs.keypoints
+    assert kps is not None
     m = state.world_to_cam
-    pc = np.einsum("tab,ptnb->ptna", m[:, :3, :3], coco) + m[None, :, None, :3, 3]
+    pc = np.einsum("tab,ptnb->ptna", m[:, :3, :3], pts) + m[None, :, None, :3, 3]
     uvw = np.einsum("tab,ptnb->ptna", obs.K, pc)
     uv = uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-6)
-    err = np.linalg.norm(uv - obs.keypoints[..., :2], axis=-1)
-    vis = obs.keypoints[..., 2] >= cfg.min_confidence
+    err = np.linalg.norm(uv - kps[..., :2], axis=-1)
+    vis = kps[..., 2] >= cfg.min_confidence
     with np.errstate(invalid="ignore"):
         return np.where(vis.any(-1), (err * vis).sum(-1) / vis.sum(-1), np.nan)
 
@@ -675,7 +695,9 @@ def fit_motion(
         guard = WorldGuard(people=drifted, camera_frame=before[drifted], world=after[drifted], retry=again[drifted], kept=kept)
     _, feet, _ = body_points(body, state, cfg.device)
     ground = replace(ground, residual=_floor_spread(feet - levels[:, None, None, None] * np.array([0.0, 1.0, 0.0]), weight))
-    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, obs, cfg), guard=guard)
+    feet_px = None if obs.foot_keypoints is None else reprojection_px(body, state, obs, cfg, feet=True)
+    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, obs, cfg), guard=guard,
+                        foot_reprojection_px=feet_px)  # fmt: skip
 
 
 def world_stage(

@@ -161,6 +161,7 @@ def run_stage(ctx: StageContext) -> None:
         labels=inputs.labels,
         label_scale=inputs.label_scale,
         fps=inputs.fps,
+        foot_keypoints=inputs.foot_keypoints,
     )
     result = fit_motion(
         model,
@@ -187,6 +188,9 @@ def run_stage(ctx: StageContext) -> None:
         "init": None if init is None else init.source,
         "quality": config.quality,
         "device": cfg.device,
+        # heels and big toes: whether the detector gave them and the fit used them, and how far off they are
+        "foot_keypoints": inputs.foot_keypoints is not None and cfg.foot_keypoints,
+        "foot_reprojection_px_mean": None if result.foot_reprojection_px is None else _mean(result.foot_reprojection_px),
     }
     b = make_bundle(inputs, result.state, K, model, video=meta.get("source"), extra=extra)
     bundle.write_bundle(ctx.out_dir, b)

@@ -298,6 +298,56 @@ def test_rigid_start_reads_the_side_the_detector_missed(model, turned_deg):
     assert err.max() < 20, (turned_deg, conf, err)
 
 
+def test_foot_keypoints_show_the_foot_pitch(model):
+    """COCO-17 ends at the ankles, so how a foot is pitched (toes up at a heel strike, down as it
+    pushes off) is left to the priors, which keep it flat. Detectors' heels and big toes
+    (BlazePose, COCO-WholeBody; ``kp.foot_keypoints``) show it. A person seen from the side, one
+    foot's toes 20 degrees up and the other's 20 degrees down, fitted from relaxed limbs."""
+    from scipy.spatial.transform import Rotation
+
+    body = SparseBody(model)
+    num_t, nb = 4, model.num_betas
+    K = np.array([[900.0, 0, 320], [0, 900.0, 180], [0, 0, 1]])
+    truth = fit.relaxed_pose().reshape(21, 3)
+    truth[6, 0], truth[7, 0] = 0.35, -0.35  # left and right ankle (SMPL-X joints 7, 8), about their lateral axis
+    rot = fit.facing_rotation(np.radians(90))
+    rest_j, _ = solve.rest_points(body, nb)
+    transl = np.array([0.0, -0.2, 4.0]) - rest_j[0]
+    f32 = dict(dtype=torch.float32)
+    with torch.no_grad():
+        out = body(torch.zeros(1, nb), torch.tensor(rot, **f32)[None], torch.tensor(truth.reshape(1, 63), **f32),
+                   torch.tensor(transl, **f32)[None])  # fmt: skip
+
+    def seen(points: torch.Tensor) -> np.ndarray:
+        uvw = points[0].numpy().astype(np.float64) @ K.T
+        kps = np.concatenate([uvw[:, :2] / uvw[:, 2:], np.ones((len(uvw), 1))], 1)
+        return np.broadcast_to(kps, (1, num_t, *kps.shape)).copy()
+
+    # the detector's heel and toe order: what kp.foot_keypoints picks out of a people result
+    names = ["left_thumb", "right_heel", "left_heel", "right_big_toe", "left_big_toe"]
+    extra = seen(out.foot_keypoints)[:, :, [0, 2, 0, 3, 1]]
+    extra[:, :, 0] = np.nan  # a point the detector did not give
+    feet = kp.foot_keypoints(extra, names)
+    np.testing.assert_allclose(feet, seen(out.foot_keypoints))
+    assert kp.foot_keypoints(extra[:, :, :1], names[:1]) is None
+
+    start = fit.FitState(betas=np.zeros((1, nb)), global_rot=np.tile(rot, (1, num_t, 1, 1)),
+                         body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)), transl=np.tile(transl, (1, num_t, 1)),
+                         world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))  # fmt: skip
+
+    def ankle_error_deg(foot_keypoints: np.ndarray | None) -> float:
+        obs = fit.Observations(seen(out.coco), np.tile(K, (num_t, 1, 1)), np.tile(np.eye(4), (num_t, 1, 1)), (640, 360),
+                               foot_keypoints=foot_keypoints)  # fmt: skip
+        fitter = fit.Fitter(body, obs, fit.FitConfig(), start)
+        fitter.run("pose", 100, [fitter.body_pose])
+        got = fitter.body_pose.detach().numpy().reshape(num_t, 21, 3)[:, [6, 7]]
+        diff = Rotation.from_rotvec(got.reshape(-1, 3)).inv() * Rotation.from_rotvec(np.tile(truth[[6, 7]], (num_t, 1)))
+        return float(np.degrees(diff.magnitude()).max())
+
+    without, with_feet = ankle_error_deg(None), ankle_error_deg(feet)
+    assert without > 15.0 and with_feet < 3.0, (without, with_feet)  # 20 and 0.6 when written
+
+
 def test_interpolated_camera_poses_hold_the_keyframes():
     from scipy.spatial.transform import Rotation
 
@@ -686,7 +736,8 @@ def test_a_planted_foot_may_pivot_but_not_slide(model):
             turned = feet[0].clone()
             turned[..., 0:1] = centre[..., 0:1] + torch.cos(a) * x + torch.sin(a) * z + slide_per_frame * t
             turned[..., 2:3] = centre[..., 2:3] - torch.sin(a) * x + torch.cos(a) * z
-            out = BodyOutput(joints=torch.zeros(1, num_t, 22, 3), feet=turned[None], coco=torch.zeros(1, num_t, 17, 3), surface=torch.zeros(1, num_t, 0, 3))
+            out = BodyOutput(joints=torch.zeros(1, num_t, 22, 3), feet=turned[None], coco=torch.zeros(1, num_t, 17, 3), surface=torch.zeros(1, num_t, 0, 3),
+                             foot_keypoints=torch.zeros(1, num_t, 4, 3))
             base = f.floor_terms(replace(out, feet=feet), contact).item()
             return f.floor_terms(out, contact).item() - base
 

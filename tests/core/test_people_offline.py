@@ -120,6 +120,17 @@ def test_runner_clip_gives_one_person_with_mask_and_keypoints(models_available, 
         inside = m[np.clip(xy[:, 1], 0, m.shape[0] - 1), np.clip(xy[:, 0], 0, m.shape[1] - 1)]
         assert inside.mean() > 0.7  # confident keypoints lie on the person's mask
     assert (job.stage_dir("people") / "overlay.mp4").stat().st_size > 10_000
+    # the detector's heels and big toes reach the motion stage, each near its own ankle and below the knee
+    from core.motion.inputs import read_people_stage
+
+    feet = read_people_stage(job.stage_dir("people")).foot_keypoints
+    assert feet is not None and feet.shape == (1, res.keypoints.shape[1], 4, 3)
+    both = (feet[0, :, :, 2] > 0.5).all(-1) & (res.keypoints[0, :, 13:17, 2] > 0.5).all(-1)
+    assert both.mean() > 0.5
+    ankles, knees = res.keypoints[0, both][:, [15, 15, 16, 16]], res.keypoints[0, both][:, [13, 13, 14, 14]]
+    height = (res.boxes[0, both, 3] - res.boxes[0, both, 1])[:, None]
+    near = np.linalg.norm(feet[0, both, :, :2] - ankles[..., :2], axis=-1) / height
+    assert np.median(near) < 0.12 and (feet[0, both, :, 1] > knees[..., 1]).mean() > 0.95
 
 
 def test_offline_on_a_synthetic_scene_against_ground_truth(models_available, tmp_path):
