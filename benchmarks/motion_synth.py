@@ -110,22 +110,16 @@ def truth_feet(model, folder: Path, inp, noise_px: float, drop: float, seed: int
     the scene's ankle on that side is, then degraded as ``read_synth`` degrades COCO-17."""
     from core.motion.body import SparseBody
     from core.motion.init import from_bundle
-    from core.motion.solve import posed_points
+    from core.motion.inputs import degrade_keypoints
+    from core.motion.solve import posed_points, project_px
 
     world = from_bundle(folder / "bundle", inp, model).world
     pts = posed_points(SparseBody(model), world, "cpu")["foot_keypoints"]
-    m = world.world_to_cam
     with np.load(folder / "bundle" / "camera.npz", allow_pickle=False) as z:
         K = z["K"].astype(np.float64)
-    uvw = np.einsum("tab,ptnb->ptna", K, np.einsum("tab,ptnb->ptna", m[:, :3, :3], pts) + m[None, :, None, :3, 3])
-    uv = uvw[..., :2] / uvw[..., 2:]
     with np.load(folder / "gt" / "keypoints.npz", allow_pickle=False) as z:
         ankle_seen = z["keypoints"][:, :, [15, 15, 16, 16], 2] > 0  # left heel, left toe, right heel, right toe
-    rng = np.random.default_rng(seed + 1000)
-    e = rng.normal(size=uv.shape) * noise_px
-    conf = np.clip(1.0 - 0.5 * np.linalg.norm(e, axis=-1) / (3 * noise_px), 0.5, 1.0) if noise_px > 0 else np.ones(uv.shape[:-1])
-    seen = ankle_seen & (rng.random(ankle_seen.shape) >= drop)
-    return np.concatenate([uv + e, np.where(seen, conf, 0.0)[..., None]], -1)
+    return degrade_keypoints(project_px(pts, K, world.world_to_cam), ankle_seen, noise_px, drop, np.random.default_rng(seed + 1000))
 
 
 def truth_start(kind: str, model, folder: Path, inp) -> dict:  # type: ignore[no-untyped-def]

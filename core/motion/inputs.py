@@ -107,6 +107,21 @@ def focal_from_metadata(meta_path: Path) -> float | None:
     return None
 
 
+def degrade_keypoints(xy: np.ndarray, seen: np.ndarray, noise_px: float, drop: float, rng: np.random.Generator) -> np.ndarray:
+    """Exact keypoints [..., 2] and where they are ``seen`` [...] -> [..., 3] as a detector would
+    give them: Gaussian noise of ``noise_px`` pixels, a fraction ``drop`` of the seen ones lost,
+    confidences that fall with the noise drawn (0.5-1), 0 where not seen."""
+    xy = np.array(xy, np.float64)
+    if noise_px > 0:
+        e = rng.normal(size=xy.shape) * noise_px
+        xy += e
+        conf = np.clip(1.0 - 0.5 * np.linalg.norm(e, axis=-1) / (3 * noise_px), 0.5, 1.0)
+    else:
+        conf = np.ones(xy.shape[:-1])
+    seen = seen & (rng.random(seen.shape) >= drop)
+    return np.concatenate([xy, np.where(seen, conf, 0.0)[..., None]], -1)
+
+
 def read_synth(
     folder: Path | str,
     *,
@@ -127,15 +142,7 @@ def read_synth(
         ids = [str(i) for i in z["ids"]]
     meta = json.loads((folder / "bundle" / "bundle.json").read_text())
     size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
-    seen = kps[..., 2] > 0
-    if noise_px > 0:
-        e = rng.normal(size=kps[..., :2].shape) * noise_px
-        kps[..., :2] += e
-        conf = np.clip(1.0 - 0.5 * np.linalg.norm(e, axis=-1) / (3 * noise_px), 0.5, 1.0)
-    else:
-        conf = np.ones(kps.shape[:-1])
-    seen &= rng.random(seen.shape) >= drop
-    kps[..., 2] = np.where(seen, conf, 0.0)
+    kps = degrade_keypoints(kps[..., :2], kps[..., 2] > 0, noise_px, drop, rng)
     labels, scale = None, 1.0
     if masks:
         with np.load(folder / "gt" / "labels.npz", allow_pickle=False) as z:

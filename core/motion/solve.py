@@ -454,20 +454,27 @@ def start_poses(
     return out
 
 
-def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig, feet: bool = False) -> np.ndarray:
-    """[P, T] mean pixel error over confident COCO-17 keypoints (NaN where none); ``feet``: over
-    the foot keypoints instead (``obs.foot_keypoints``, which must be given)."""
-    pts = posed_points(body, state, cfg.device)["foot_keypoints" if feet else "coco"]
-    kps = obs.foot_keypoints if feet else obs.keypoints
-    assert kps is not None
-    m = state.world_to_cam
-    pc = np.einsum("tab,ptnb->ptna", m[:, :3, :3], pts) + m[None, :, None, :3, 3]
-    uvw = np.einsum("tab,ptnb->ptna", obs.K, pc)
-    uv = uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-6)
-    err = np.linalg.norm(uv - kps[..., :2], axis=-1)
-    vis = kps[..., 2] >= cfg.min_confidence
+def project_px(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray) -> np.ndarray:
+    """[P, T, N, 3] world points -> [P, T, N, 2] pixels through cameras ``K`` and
+    ``world_to_cam`` ([T, 3, 3], [T, 4, 4])."""
+    pc = np.einsum("tab,ptnb->ptna", world_to_cam[:, :3, :3], points) + world_to_cam[None, :, None, :3, 3]
+    uvw = np.einsum("tab,ptnb->ptna", K, pc)
+    return uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-6)
+
+
+def mean_error_px(points: np.ndarray, keypoints: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray, min_conf: float) -> np.ndarray:
+    """[P, T] mean pixel error of posed ``points`` [P, T, N, 3] against ``keypoints`` [P, T, N, 3]
+    over the confident ones (NaN where none)."""
+    err = np.linalg.norm(project_px(points, K, world_to_cam) - keypoints[..., :2], axis=-1)
+    vis = keypoints[..., 2] >= min_conf
     with np.errstate(invalid="ignore"):
         return np.where(vis.any(-1), (err * vis).sum(-1) / vis.sum(-1), np.nan)
+
+
+def reprojection_px(body: SparseBody, state: FitState, obs: Observations, cfg: FitConfig) -> np.ndarray:
+    """[P, T] mean pixel error over confident COCO-17 keypoints (NaN where none)."""
+    _, _, coco = body_points(body, state, cfg.device)
+    return mean_error_px(coco, obs.keypoints, obs.K, state.world_to_cam, cfg.min_confidence)
 
 
 def snap_to_floor(state: FitState, rest_pelvis: np.ndarray, feet: np.ndarray, ground: Ground, weight: np.ndarray) -> FitState:
@@ -693,11 +700,12 @@ def fit_motion(
             state = retry
         log.info("world stage retry: %s of their size, %s kept", ", ".join(f"{again[p]:.0%}" for p in drifted), kept)
         guard = WorldGuard(people=drifted, camera_frame=before[drifted], world=after[drifted], retry=again[drifted], kept=kept)
-    _, feet, _ = body_points(body, state, cfg.device)
-    ground = replace(ground, residual=_floor_spread(feet - levels[:, None, None, None] * np.array([0.0, 1.0, 0.0]), weight))
-    feet_px = None if obs.foot_keypoints is None else reprojection_px(body, state, obs, cfg, feet=True)
-    return MotionResult(state=state, ground=ground, reprojection_px=reprojection_px(body, state, obs, cfg), guard=guard,
-                        foot_reprojection_px=feet_px)  # fmt: skip
+    pts = posed_points(body, state, cfg.device)  # the final bodies, posed once for what is reported
+    ground = replace(ground, residual=_floor_spread(pts["feet"] - levels[:, None, None, None] * np.array([0.0, 1.0, 0.0]), weight))
+    cams = (obs.K, state.world_to_cam, cfg.min_confidence)
+    feet_px = None if obs.foot_keypoints is None else mean_error_px(pts["foot_keypoints"], obs.foot_keypoints, *cams)
+    return MotionResult(state=state, ground=ground, reprojection_px=mean_error_px(pts["coco"], obs.keypoints, *cams),
+                        guard=guard, foot_reprojection_px=feet_px)  # fmt: skip
 
 
 def world_stage(
