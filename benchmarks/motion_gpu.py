@@ -1,10 +1,11 @@
 """Time the motion fit of a 300-frame, 2-person clip on CUDA and on CPU (same code, same settings).
 
     python benchmarks/motion_gpu.py --model .cache/standin/SMPLX_NEUTRAL.npz [--frames 300]
-        [--people 2] [--devices cuda cpu] [--json OUT]
+        [--people 2] [--devices cuda cpu] [--no-masks] [--no-feet] [--json OUT]
 
 The scene is made here by posing the body model along smooth walking paths on a floor, seen by a
-static camera, and projecting its COCO-17 keypoints with 3 px noise and 10 % of them dropped.
+static camera, and projecting its COCO-17 keypoints, heels and big toes (as the people stage
+gives them; ``--no-feet``: COCO-17 only) with 3 px noise and 10 % of them dropped.
 Its person-label maps (for the silhouette and depth-order terms, as the people stage's masks feed
 them) are painted from 4000 projected surface points per person, nearer people over farther ones,
 at the fit's mask resolution (``--no-masks`` leaves them out). Prints, per device,
@@ -56,9 +57,10 @@ def label_maps(points: np.ndarray, size: tuple[int, int], max_side: int = MASK_M
     return maps, scale
 
 
-def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), seed: int = 0, masks: bool = True):  # type: ignore[no-untyped-def]
+def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), seed: int = 0, masks: bool = True, feet: bool = True):  # type: ignore[no-untyped-def]
     """Ground-truth joints [P,T,55,3] (world), keypoints [P,T,17,3], K [T,3,3], world_to_cam [4,4],
-    size, and label maps [T,h,w] with their scale (None, 1.0 without masks)."""
+    size, label maps [T,h,w] with their scale (None, 1.0 without masks), and foot keypoints
+    [P,T,4,3] (None without feet)."""
     from smplx.lbs import batch_rodrigues
 
     rng = np.random.default_rng(seed)
@@ -103,27 +105,32 @@ def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), 
         trans[..., 1] = -low  # lowest foot on the floor in every frame
         out = body(*args, torch.as_tensor(trans.reshape(-1, 3), dtype=torch.float32))
     joints = out.joints.numpy().reshape(people, frames, 55, 3).astype(np.float64)
-    coco = out.coco.numpy().reshape(people, frames, 17, 3).astype(np.float64)
-    pc = coco @ w2c[:3, :3].T + w2c[:3, 3]
-    uv = pc @ K.T
-    uv = uv[..., :2] / uv[..., 2:]
-    kps = np.concatenate([uv + rng.normal(size=uv.shape) * 3.0, np.full(uv.shape[:-1] + (1,), 0.9)], -1)
-    kps[..., 2][rng.random(kps.shape[:-1]) < 0.1] = 0.0
+
+    def detected(points: torch.Tensor) -> np.ndarray:  # [B, N, 3] world -> [P, T, N, 3] noisy pixels, confidence
+        pc = points.numpy().reshape(people, frames, -1, 3).astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+        uv = pc @ K.T
+        uv = uv[..., :2] / uv[..., 2:]
+        kps = np.concatenate([uv + rng.normal(size=uv.shape) * 3.0, np.full(uv.shape[:-1] + (1,), 0.9)], -1)
+        kps[..., 2][rng.random(kps.shape[:-1]) < 0.1] = 0.0
+        return kps
+
+    kps = detected(out.coco)
+    foot_kps = detected(out.foot_keypoints) if feet else None
     labels, scale = None, 1.0
     if masks:
         surface = out.surface.numpy().reshape(people, frames, -1, 3).astype(np.float64)
         labels, scale = label_maps((surface @ w2c[:3, :3].T + w2c[:3, 3]) @ K.T, size)
-    return joints, kps, np.tile(K, (frames, 1, 1)), w2c, size, labels, scale
+    return joints, kps, np.tile(K, (frames, 1, 1)), w2c, size, labels, scale, foot_kps
 
 
 def run(device: str, model_path: str, scene, iters_scale: float) -> dict:  # type: ignore[no-untyped-def]
-    joints_gt, kps, K, w2c, size, labels, label_scale = scene
+    joints_gt, kps, K, w2c, size, labels, label_scale, foot_kps = scene
     model = BodyModel(model_path, device=device)
     base = FitConfig(device=device)
     iter_fields = ("iters_rigid", "iters_limbs", "iters_heading", "iters_pose", "iters_world")
     cfg = FitConfig(device=device, **{k: max(1, round(getattr(base, k) * iters_scale)) for k in iter_fields})
     num_t = kps.shape[1]
-    obs = Observations(kps, K, np.tile(np.eye(4), (num_t, 1, 1)), size, labels=labels, label_scale=label_scale)
+    obs = Observations(kps, K, np.tile(np.eye(4), (num_t, 1, 1)), size, labels=labels, label_scale=label_scale, foot_keypoints=foot_kps)
     marks: list[tuple[str, float]] = []
 
     def progress(frac: float, msg: str) -> None:
@@ -158,6 +165,7 @@ def run(device: str, model_path: str, scene, iters_scale: float) -> dict:  # typ
         "mpjpe_cam_mm": float(1000 * np.linalg.norm(jc - gc, axis=-1).mean()),
         "feet_floor_mm": float(1000 * np.abs(feet[..., 1].min(-1)).mean()),
         "reprojection_px": float(np.nanmean(res.reprojection_px)),
+        "foot_reprojection_px": None if res.foot_reprojection_px is None else float(np.nanmean(res.foot_reprojection_px)),
         "joints_cam": jc,
     }
 
@@ -169,10 +177,11 @@ def main() -> int:
     p.add_argument("--people", type=int, default=2)
     p.add_argument("--devices", nargs="+", default=["cuda", "cpu"])
     p.add_argument("--no-masks", dest="masks", action="store_false", help="keypoints only (no label maps)")
+    p.add_argument("--no-feet", dest="feet", action="store_false", help="COCO-17 only (no heels and big toes)")
     p.add_argument("--iters-scale", type=float, default=1.0, help="multiply the default iteration counts")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    scene = walking_scene(BodyModel(args.model), args.people, args.frames, masks=args.masks)
+    scene = walking_scene(BodyModel(args.model), args.people, args.frames, masks=args.masks, feet=args.feet)
     results = []
     for dev in args.devices:
         if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -183,7 +192,7 @@ def main() -> int:
         print(
             f"{r['device']:>5} ({r['name']}, {r['threads']} threads): {r['seconds']:.1f} s  stages {r['stages']}  "
             f"MPJPE(cam) {r['mpjpe_cam_mm']:.0f} mm  feet-floor {r['feet_floor_mm']:.0f} mm  "
-            f"reproj {r['reprojection_px']:.1f} px  peak GPU {r['peak_gpu_mb']} MB",
+            f"reproj {r['reprojection_px']:.1f} px (feet {r['foot_reprojection_px'] or float('nan'):.1f})  peak GPU {r['peak_gpu_mb']} MB",
             flush=True,
         )
     by = {r["device"]: r for r in results}
@@ -194,7 +203,7 @@ def main() -> int:
         print(f"CPU / CUDA time: {summary['cpu_over_cuda']:.1f}x; mean joint difference CUDA vs CPU {summary['cuda_vs_cpu_joint_mm']:.1f} mm")
     if args.json:
         out = [{k: v for k, v in r.items() if k != "joints_cam"} for r in results]
-        Path(args.json).write_text(json.dumps({"frames": args.frames, "people": args.people, "masks": args.masks,
+        Path(args.json).write_text(json.dumps({"frames": args.frames, "people": args.people, "masks": args.masks, "feet": args.feet,
                                                "results": out, **summary}, indent=1) + "\n")  # fmt: skip
     return 0
 

@@ -4,13 +4,14 @@
         [--seed 0 1 2] [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu]
         [--json OUT] [--save DIR] [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
         [--set FIELD=VALUE ...] [--jobs N [--threads 1]] [--start truth|truth-pose|truth-root|truth-world]
+        [--no-feet]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
 people occluding each other), its ground-truth 2D keypoints are degraded like a detector's
 (Gaussian noise of ``--noise`` px, ``--drop`` of the visible keypoints lost; occluded ones are
-already missing), the motion stage fits it -- the orbiting camera's path solved by COLMAP from
-the rendered background, scaled by the people -- and ``core eval`` compares the result with the
-ground truth. Prints a markdown table (the README's) and writes every number with --json.
+already missing), with heels and big toes alike unless ``--no-feet``; the motion stage fits it
+-- the orbiting camera's path solved by COLMAP from the rendered background, scaled by the
+people -- and ``core eval`` compares the result with the ground truth. Prints a markdown table (the README's) and writes every number with --json.
 Intrinsics are the scene's (as metadata would give them) unless --search-fov (then a line under
 each row gives the FOV found against the truth).
 
@@ -94,6 +95,7 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
         "focal_px": float(focal),
         "focal_gt_px": float(inp.focal_px),
         "reprojection_px": float(np.nanmean(res.reprojection_px)),
+        "foot_reprojection_px": None if res.foot_reprojection_px is None else float(np.nanmean(res.foot_reprojection_px)),
         # people the world stage carried off their keypoints and its guard fitted again
         "world_guard": None if res.guard is None else [inp.ids[p] for p in res.guard.people],
         # people found standing on another level than the floor (m above it)
@@ -106,7 +108,7 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
 
 def truth_feet(model, folder: Path, inp, noise_px: float, drop: float, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     """[P, T, 4, 3] heels and big toes (``core.keypoints.FOOT_NAMES``) as a detector would give
-    them (``--feet``): the true bodies' foot keypoints projected by the true cameras, seen where
+    them (``--feet``, the default): the true bodies' foot keypoints projected by the true cameras, seen where
     the scene's ankle on that side is, then degraded as ``read_synth`` degrades COCO-17."""
     from core.motion.body import SparseBody
     from core.motion.init import from_bundle
@@ -253,8 +255,9 @@ def main() -> int:
     p.add_argument("--save", default=None, help="write each fitted bundle to SAVE/<scene> (for analysis)")
     p.add_argument("--start", default="fit", choices=["fit", "truth", "truth-pose", "truth-root", "truth-world"],
                    help="start the fit from the scene's truth (docs/motion.md: what is left at the clip's start)")  # fmt: skip
-    p.add_argument("--feet", action="store_true",
-                   help="also give the fit heels and big toes (the truth's, degraded alike), as BlazePose or a whole-body detector would")  # fmt: skip
+    p.add_argument("--feet", action=argparse.BooleanOptionalAction, default=True,
+                   help="give the fit heels and big toes besides COCO-17 (the truth's, degraded alike), as the people "
+                        "stage's BlazePose or a whole-body detector does; --no-feet: COCO-17 only")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="scenes fitted at once, one process each")
     p.add_argument("--threads", type=int, default=1, help="threads per process with --jobs")
     args = p.parse_args()

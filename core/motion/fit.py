@@ -718,8 +718,19 @@ class Fitter:
             w2c = self.w2c.detach().cpu().numpy().astype(np.float64)
             still, seen = planted_feet(self.obs.keypoints, c.min_confidence, c.contact_still, ankles, self.obs.K, w2c)
             side = [0, 0, 0, 1, 1, 1]  # FOOT_VERTICES: left toes and heel, then right
-            told = torch.as_tensor(seen[:, :, side], device=self.device)
-            slow = torch.where(told, torch.as_tensor(still[:, :, side], dtype=slow.dtype, device=self.device), slow)
+            still, seen = still[:, :, side], seen[:, :, side]
+            if self.has_feet:
+                # a heel or big toe keypoint says which part of the foot stands: a foot rolling over
+                # its toes (heel rising, ankle moving) keeps its toes planted and lifts its heel
+                assert self.obs.foot_keypoints is not None
+                scale = person_scale(self.obs.keypoints, c.min_confidence)
+                fitted = out.foot_keypoints.detach().cpu().numpy().astype(np.float64)
+                part, part_seen = still_points(self.obs.foot_keypoints, scale, c.min_confidence, c.contact_still, fitted, self.obs.K, w2c)
+                own = [1, 1, 0, 3, 3, 2]  # FOOT_VERTICES' keypoint in FOOT_NAMES: toes, toes, heel per side
+                still = np.where(part_seen[:, :, own], part[:, :, own], still)
+                seen = seen | part_seen[:, :, own]
+            told = torch.as_tensor(seen, device=self.device)
+            slow = torch.where(told, torch.as_tensor(still, dtype=slow.dtype, device=self.device), slow)
             # where the image says planted, the foot is down whatever the fit's height says
             near = torch.where(told, lowest, near)
         contact = near * slow
@@ -792,34 +803,53 @@ def planted_feet(
     sigma: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """How planted each foot is, read from the ankle keypoints [P, T, 17, 3] -> weight [P, T, 2]
-    (left, right) in [0, 1] and seen [P, T, 2] (the ankle was seen at t and over most of the
-    frames around it; elsewhere the weight says nothing).
+    (left, right) in [0, 1] and seen [P, T, 2] (``still_points`` on the ankles; ``ankles``
+    [P, T, 2, 3] are the fit's ankle points in the world frame)."""
+    scale = person_scale(keypoints, min_conf)
+    return still_points(keypoints[:, :, [15, 16]], scale, min_conf, still, ankles, K, world_to_cam, sigma)
 
-    A planted foot stays put in the world, so its ankle keypoint moves in the image only as far as
-    the camera's motion moves a fixed point. With ``ankles`` [P, T, 2, 3] (the fit's ankle points,
-    world frame) and the cameras (``K`` [T, 3, 3], ``world_to_cam`` [T, 4, 4]), the keypoints of
-    the frames around t are compared with where frame t's fitted ankle would appear in them if it
-    stayed put; without them (a static camera) with each other. The drift of that difference (a
-    Gaussian-weighted straight-line fit over about ``sigma`` frames, as a share of the person's
-    size in pixels per frame) gives the weight: 1 well below ``still``, 0 at a few ``still``."""
-    num_p, num_t = keypoints.shape[:2]
-    ank = keypoints[:, :, [15, 16]].astype(np.float64)
-    seen = ank[..., 2] >= min_conf  # [P,T,2]
+
+def still_points(
+    tracks: np.ndarray,
+    scale: np.ndarray,
+    min_conf: float,
+    still: float,
+    fitted: np.ndarray | None = None,
+    K: np.ndarray | None = None,
+    world_to_cam: np.ndarray | None = None,
+    sigma: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """How still in the world each tracked point is, read from its keypoints [P, T, N, 3] (x, y,
+    confidence) -> weight [P, T, N] in [0, 1] and seen [P, T, N] (the keypoint was seen at t and
+    over most of the frames around it; elsewhere the weight says nothing). ``scale`` [P, T] is
+    the person's size in pixels.
+
+    A point planted on the floor stays put in the world, so its keypoint moves in the image only
+    as far as the camera's motion moves a fixed point. With ``fitted`` [P, T, N, 3] (the fit's
+    points, world frame) and the cameras (``K`` [T, 3, 3], ``world_to_cam`` [T, 4, 4]), the
+    keypoints of the frames around t are compared with where frame t's fitted point would appear
+    in them if it stayed put; without them (a static camera) with each other. The drift of that
+    difference (a Gaussian-weighted straight-line fit over about ``sigma`` frames, as a share of
+    the person's size in pixels per frame) gives the weight: 1 well below ``still``, 0 at a few
+    ``still``."""
+    num_p, num_t, num_n = tracks.shape[:3]
+    pts = tracks.astype(np.float64)
+    seen = pts[..., 2] >= min_conf  # [P,T,N]
     r = min(int(math.ceil(2.5 * sigma)), num_t - 1)
     frames = np.arange(num_t)
-    s0, s1, s2, full = (np.zeros((num_p, num_t, 2)) for _ in range(4))
-    sx, skx = np.zeros((num_p, num_t, 2, 2)), np.zeros((num_p, num_t, 2, 2))
+    s0, s1, s2, full = (np.zeros((num_p, num_t, num_n)) for _ in range(4))
+    sx, skx = np.zeros((num_p, num_t, num_n, 2)), np.zeros((num_p, num_t, num_n, 2))
     for k in range(-r, r + 1):
         src = frames + k
         inside = (src >= 0) & (src < num_t)
         src = src.clip(0, num_t - 1)
         g = math.exp(-0.5 * (k / sigma) ** 2) * inside[None, :, None]
         w = g * seen[:, src]
-        x = ank[:, src, :, :2]  # [P,T,2,2] the keypoints of frame t+k
-        if ankles is not None and K is not None and world_to_cam is not None:
-            cam = np.einsum("tab,ptsb->ptsa", world_to_cam[src, :3, :3], ankles) + world_to_cam[src][None, :, None, :3, 3]
+        x = pts[:, src, :, :2]  # [P,T,N,2] the keypoints of frame t+k
+        if fitted is not None and K is not None and world_to_cam is not None:
+            cam = np.einsum("tab,ptsb->ptsa", world_to_cam[src, :3, :3], fitted) + world_to_cam[src][None, :, None, :3, 3]
             uvw = np.einsum("tab,ptsb->ptsa", K[src], cam)
-            x = x - uvw[..., :2] / np.maximum(uvw[..., 2:], 1e-6)  # minus where frame t's ankle appears then
+            x = x - uvw[..., :2] / np.maximum(uvw[..., 2:], 1e-6)  # minus where frame t's point appears then
         full += np.broadcast_to(g, full.shape)
         s0 += w
         s1 += w * k
@@ -827,8 +857,8 @@ def planted_feet(
         sx += w[..., None] * x
         skx += (w * k)[..., None] * x
     den = np.maximum(s0 * s2 - s1 * s1, 1e-9)[..., None]
-    slope = (s0[..., None] * skx - s1[..., None] * sx) / den  # [P,T,2,2] px per frame
-    speed = np.linalg.norm(slope, axis=-1) / person_scale(keypoints, min_conf)[..., None]
+    slope = (s0[..., None] * skx - s1[..., None] * sx) / den  # [P,T,N,2] px per frame
+    speed = np.linalg.norm(slope, axis=-1) / scale[..., None]
     return np.exp(-((speed / still) ** 2)), seen & (s0 > 0.5 * full)
 
 

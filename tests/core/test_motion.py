@@ -229,6 +229,45 @@ def test_planted_feet_take_the_camera_motion_out():
     assert naive[0, :, 0].max() < 0.05 and naive[0, :, 1].min() > 0.99
 
 
+def test_a_foot_rolling_over_its_toes_keeps_them_planted(model):
+    """With heels and big toes, each part of a foot is planted by its own keypoint: a foot pushing
+    off (heel and ankle rising, the big toe still) keeps its toes held while the heel is free to
+    rise. From the ankle alone the whole foot is free, and the toes slide."""
+    body = SparseBody(model)
+    num_t, nb = 24, model.num_betas
+    K = np.array([[900.0, 0, 320], [0, 900.0, 180], [0, 0, 1]])
+    rot = fit.facing_rotation(np.radians(90))  # seen from the side
+    rest_j, _ = solve.rest_points(body, nb)
+    transl = np.array([0.0, -0.2, 4.0]) - rest_j[0]
+    start = fit.FitState(betas=np.zeros((1, nb)), global_rot=np.tile(rot, (1, num_t, 1, 1)),
+                         body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)), transl=np.tile(transl, (1, num_t, 1)),
+                         world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))  # fmt: skip
+    with torch.no_grad():
+        out = fit.Fitter(body, fit.Observations(np.zeros((1, num_t, 17, 3)), np.tile(K, (num_t, 1, 1)),
+                                                np.tile(np.eye(4), (num_t, 1, 1)), (640, 360)), fit.FitConfig(), start).pose_bodies()  # fmt: skip
+
+    def seen(points: torch.Tensor) -> np.ndarray:
+        uvw = points.numpy().astype(np.float64) @ K.T
+        return np.concatenate([uvw[..., :2] / uvw[..., 2:], np.ones((*uvw.shape[:-1], 1))], -1)
+
+    coco, feet = seen(out.coco), seen(out.foot_keypoints)  # [1, T, 17, 3], [1, T, 4, 3]: left heel, left toe, ...
+    rise = 6.0 * np.arange(num_t)  # the left heel and ankle go up 6 px (about 3 cm) a frame, the left big toe stays
+    coco[0, :, 15, 1] -= rise
+    feet[0, :, 0, 1] -= rise
+
+    def contact(foot_keypoints: np.ndarray | None) -> np.ndarray:
+        obs = fit.Observations(coco, np.tile(K, (num_t, 1, 1)), np.tile(np.eye(4), (num_t, 1, 1)), (640, 360),
+                               foot_keypoints=foot_keypoints)  # fmt: skip
+        fitter = fit.Fitter(body, obs, fit.FitConfig(), start)
+        with torch.no_grad():
+            return fitter.world_cues(fitter.pose_bodies(surface=False)).contact[0, 4:-4].numpy()  # [T, 6] body.FOOT_VERTICES
+
+    parts, ankle_only = contact(feet), contact(None)
+    assert parts[:, :2].min() > 0.9 and parts[:, 2].max() < 0.05  # left toes held, left heel free
+    assert ankle_only[:, :3].max() < 0.05  # the ankle moves: the whole left foot free
+    assert parts[:, 3:].min() > 0.9 and ankle_only[:, 3:].min() > 0.9  # the right foot stands either way
+
+
 def _order_cost(labels: np.ndarray, boxes: list[tuple[float, float]], depths: tuple[float, float]) -> float:
     """The depth-order term of two people on one frame: person p's body covers image columns
     ``boxes[p]`` (rows 10-50) at depth ``depths[p]``; ``labels`` [1, h, w] are the masks."""
