@@ -11,7 +11,8 @@ people occluding each other), its ground-truth 2D keypoints are degraded like a 
 (Gaussian noise of ``--noise`` px, ``--drop`` of the visible keypoints lost; occluded ones are
 already missing), with heels and big toes alike unless ``--no-feet``; the motion stage fits it
 -- the orbiting camera's path solved by COLMAP from the rendered background, scaled by the
-people -- and ``core eval`` compares the result with the ground truth. Prints a markdown table (the README's) and writes every number with --json.
+people -- and ``core eval`` compares the result with the ground truth. Prints a markdown table
+(the README's) and writes every number with --json.
 Intrinsics are the scene's (as metadata would give them) unless --search-fov (then a line under
 each row gives the FOV found against the truth).
 
@@ -108,8 +109,8 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
 
 def truth_feet(model, folder: Path, inp, noise_px: float, drop: float, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     """[P, T, 4, 3] heels and big toes (``core.keypoints.FOOT_NAMES``) as a detector would give
-    them (``--feet``, the default): the true bodies' foot keypoints projected by the true cameras, seen where
-    the scene's ankle on that side is, then degraded as ``read_synth`` degrades COCO-17."""
+    them (unless ``--no-feet``): the true bodies' foot keypoints projected by the true cameras,
+    seen where the scene's ankle on that side is, then degraded as ``read_synth`` degrades COCO-17."""
     from core.motion.body import SparseBody
     from core.motion.init import from_bundle
     from core.motion.inputs import degrade_keypoints
