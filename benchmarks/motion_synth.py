@@ -153,10 +153,17 @@ def truth_start(kind: str, model, folder: Path, inp) -> dict:  # type: ignore[no
 
 
 def _set_threads(threads: int) -> None:
-    """Worker start-up for --jobs: ``threads`` per process, so N scenes use N x threads cores."""
+    """Worker start-up for --jobs: ``threads`` per process, so N scenes use N x threads cores.
+    On Linux a worker also ends with the run: killed, the run would otherwise leave its workers
+    fitting on, unseen, for as long as their scenes take."""
     import torch
 
     torch.set_num_threads(threads)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @functools.cache
