@@ -714,21 +714,24 @@ class Fitter:
         if c.contact_still > 0:
             # the image sees a planted foot as an ankle keypoint that moves only with the camera:
             # steadier than the fit's own foot speed, whose depth wanders from frame to frame
-            ankles = out.coco[:, :, 15:17].detach().cpu().numpy().astype(np.float64)
+            tracks = self.obs.keypoints[:, :, [15, 16]]  # ankles, then (with the feet) heels and big toes
+            fitted = out.coco[:, :, 15:17].detach().cpu().numpy().astype(np.float64)
+            if self.has_feet:
+                assert self.obs.foot_keypoints is not None
+                tracks = np.concatenate([tracks, self.obs.foot_keypoints], axis=2)
+                fitted = np.concatenate([fitted, out.foot_keypoints.detach().cpu().numpy().astype(np.float64)], axis=2)
             w2c = self.w2c.detach().cpu().numpy().astype(np.float64)
-            still, seen = planted_feet(self.obs.keypoints, c.min_confidence, c.contact_still, ankles, self.obs.K, w2c)
-            side = [0, 0, 0, 1, 1, 1]  # FOOT_VERTICES: left toes and heel, then right
-            still, seen = still[:, :, side], seen[:, :, side]
+            scale = person_scale(self.obs.keypoints, c.min_confidence)
+            still, seen = still_points(tracks, scale, c.min_confidence, c.contact_still, fitted, self.obs.K, w2c)
+            side = [0, 0, 0, 1, 1, 1]  # FOOT_VERTICES (left toes and heel, then right): their ankle
             if self.has_feet:
                 # a heel or big toe keypoint says which part of the foot stands: a foot rolling over
                 # its toes (heel rising, ankle moving) keeps its toes planted and lifts its heel
-                assert self.obs.foot_keypoints is not None
-                scale = person_scale(self.obs.keypoints, c.min_confidence)
-                fitted = out.foot_keypoints.detach().cpu().numpy().astype(np.float64)
-                part, part_seen = still_points(self.obs.foot_keypoints, scale, c.min_confidence, c.contact_still, fitted, self.obs.K, w2c)
-                own = [1, 1, 0, 3, 3, 2]  # FOOT_VERTICES' keypoint in FOOT_NAMES: toes, toes, heel per side
-                still = np.where(part_seen[:, :, own], part[:, :, own], still)
-                seen = seen | part_seen[:, :, own]
+                own = [3, 3, 2, 5, 5, 4]  # FOOT_VERTICES: their own part's track (2 + FOOT_NAMES' index)
+                still = np.where(seen[:, :, own], still[:, :, own], still[:, :, side])
+                seen = seen[:, :, own] | seen[:, :, side]
+            else:
+                still, seen = still[:, :, side], seen[:, :, side]
             told = torch.as_tensor(seen, device=self.device)
             slow = torch.where(told, torch.as_tensor(still, dtype=slow.dtype, device=self.device), slow)
             # where the image says planted, the foot is down whatever the fit's height says
@@ -791,22 +794,6 @@ class WorldCues:
     contact: torch.Tensor  # [P, T, 6] soft contact of the foot points (body.FOOT_VERTICES)
     travel: torch.Tensor  # [P, T, 3] unit horizontal direction of travel of the pelvis
     travel_weight: torch.Tensor  # [P, T] how much the direction of travel counts (0 when standing)
-
-
-def planted_feet(
-    keypoints: np.ndarray,
-    min_conf: float,
-    still: float,
-    ankles: np.ndarray | None = None,
-    K: np.ndarray | None = None,
-    world_to_cam: np.ndarray | None = None,
-    sigma: float = 2.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """How planted each foot is, read from the ankle keypoints [P, T, 17, 3] -> weight [P, T, 2]
-    (left, right) in [0, 1] and seen [P, T, 2] (``still_points`` on the ankles; ``ankles``
-    [P, T, 2, 3] are the fit's ankle points in the world frame)."""
-    scale = person_scale(keypoints, min_conf)
-    return still_points(keypoints[:, :, [15, 16]], scale, min_conf, still, ankles, K, world_to_cam, sigma)
 
 
 def still_points(

@@ -195,7 +195,7 @@ def test_planted_feet_are_read_from_still_ankles():
     kps[0, 20:, 16, 0] = kps[0, 19, 16, 0]
     kps[..., :2] += rng.normal(0, 3.0, kps[..., :2].shape)
     kps[0, 30:36, 15, 2] = 0.0  # the left ankle unseen for 6 frames
-    still, seen = fit.planted_feet(kps, 0.2, 0.008)
+    still, seen = fit.still_points(kps[:, :, 15:17], fit.person_scale(kps, 0.2), 0.2, 0.008)
     assert still.shape == seen.shape == (1, num_t, 2)
     left, right = still[0, :, 0], still[0, :, 1]
     assert left[3:28].mean() > 0.6  # standing foot: planted, mostly, through the noise
@@ -222,10 +222,11 @@ def test_planted_feet_take_the_camera_motion_out():
     kps[0, :, 0, 1], kps[0, :, 11, 1] = 60.0, 150.0  # a figure 140 px tall
     cam = np.einsum("tab,ptsb->ptsa", w2c[:, :3, :3], ankles) + w2c[None, :, None, :3, 3]
     kps[0, :, 15:17, :2] = 600.0 * cam[0, :, :, :2] / cam[0, :, :, 2:] + [320.0, 180.0]
-    still, seen = fit.planted_feet(kps, 0.2, 0.008, ankles, K, w2c)
+    scale = fit.person_scale(kps, 0.2)
+    still, seen = fit.still_points(kps[:, :, 15:17], scale, 0.2, 0.008, ankles, K, w2c)
     assert seen.all()
     assert still[0, :, 0].min() > 0.99 and still[0, :, 1].max() < 0.05
-    naive, _ = fit.planted_feet(kps, 0.2, 0.008)  # taken as a static camera: the other way round
+    naive, _ = fit.still_points(kps[:, :, 15:17], scale, 0.2, 0.008)  # taken as a static camera: the other way round
     assert naive[0, :, 0].max() < 0.05 and naive[0, :, 1].min() > 0.99
 
 
