@@ -243,15 +243,13 @@ def test_a_foot_rolling_over_its_toes_keeps_them_planted(model):
     start = fit.FitState(betas=np.zeros((1, nb)), global_rot=np.tile(rot, (1, num_t, 1, 1)),
                          body_pose=np.tile(fit.relaxed_pose(), (1, num_t, 1)), transl=np.tile(transl, (1, num_t, 1)),
                          world_to_cam=np.tile(np.eye(4), (num_t, 1, 1)))  # fmt: skip
-    with torch.no_grad():
-        out = fit.Fitter(body, fit.Observations(np.zeros((1, num_t, 17, 3)), np.tile(K, (num_t, 1, 1)),
-                                                np.tile(np.eye(4), (num_t, 1, 1)), (640, 360)), fit.FitConfig(), start).pose_bodies()  # fmt: skip
+    pts = solve.posed_points(body, start, "cpu")
 
-    def seen(points: torch.Tensor) -> np.ndarray:
-        uvw = points.numpy().astype(np.float64) @ K.T
-        return np.concatenate([uvw[..., :2] / uvw[..., 2:], np.ones((*uvw.shape[:-1], 1))], -1)
+    def seen(points: np.ndarray) -> np.ndarray:
+        uv = solve.project_px(points, np.tile(K, (num_t, 1, 1)), start.world_to_cam)
+        return np.concatenate([uv, np.ones((*uv.shape[:-1], 1))], -1)
 
-    coco, feet = seen(out.coco), seen(out.foot_keypoints)  # [1, T, 17, 3], [1, T, 4, 3]: left heel, left toe, ...
+    coco, feet = seen(pts["coco"]), seen(pts["foot_keypoints"])  # [1, T, 17, 3], [1, T, 4, 3]: left heel, left toe, ...
     rise = 6.0 * np.arange(num_t)  # the left heel and ankle go up 6 px (about 3 cm) a frame, the left big toe stays
     coco[0, :, 15, 1] -= rise
     feet[0, :, 0, 1] -= rise
