@@ -153,30 +153,105 @@ def stage_key(spec: StageSpec, config: RunConfig, upstream: str) -> str:
 
 
 def code_fingerprint(target: str) -> str:
-    """Hash of the code a stage runs, from ``target`` ("module:function") without importing it:
-    Troupe's version and the sources of the stage's own package (every ``.py`` under
-    ``core/motion/`` for ``core.motion.stage``), or of the module alone where it sits directly
-    in ``core`` or outside it. Code shared by several stages (the body model, the bundle) counts
-    through the version only. Empty where the module cannot be found (loading it then says why)."""
+    """Hash of the code a stage runs (``code_files``) and Troupe's version, from ``target``
+    ("module:function") without importing it. Empty where the module cannot be found (loading it
+    then says why)."""
     from . import __version__
 
-    module = target.split(":")[0]
-    parts = module.split(".")
-    try:
-        if len(parts) >= 3:  # core.<package>.<module>: the whole package
-            spec = importlib.util.find_spec(".".join(parts[:-1]))
-            roots = list(spec.submodule_search_locations or []) if spec else []
-            files = sorted(f for r in roots for f in Path(r).rglob("*.py"))
-        else:
-            spec = importlib.util.find_spec(module)
-            files = [Path(spec.origin)] if spec and spec.origin and spec.origin.endswith(".py") else []
-    except (ImportError, ValueError):
+    files = code_files(target)
+    if not files:
         return ""
     h = hashlib.sha256(__version__.encode())
     for f in files:
         h.update("/".join(f.parts[-2:]).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+# The runner itself: its settings reach a stage's key through ``StageSpec.depends_on``, and a
+# change to how stages are run must not throw away every finished stage of every job.
+NOT_STAGE_CODE = frozenset({"core.pipeline"})
+
+
+def code_files(target: str) -> list[Path]:
+    """The source files a stage's results depend on: every ``.py`` of the stage's own package
+    (all of ``core/motion/`` for ``core.motion.stage``; the module alone where it sits directly
+    in ``core`` or outside it), and every module of the same top-level package that those import,
+    directly or through each other (``core/body/model.py``, ``core/bundle.py``, ...). Imports are
+    read from the sources (``ast``), so nothing is imported but the top-level package's location."""
+    module = target.split(":")[0]
+    parts = module.split(".")
+    try:
+        top = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return []
+    if top is None:
+        return []
+    if not top.submodule_search_locations:  # a lone module: no package to follow imports into
+        return [Path(top.origin)] if top.origin and top.origin.endswith(".py") else []
+    roots = [Path(r) for r in top.submodule_search_locations]
+    start = _module_file(roots, parts)
+    if start is None:
+        return []
+    seen: dict[Path, str] = {start: module}
+    if len(parts) >= 3:  # core.<package>.<module>: the whole package
+        pkg_dir = start.parent
+        for f in sorted(pkg_dir.rglob("*.py")):
+            rel = f.relative_to(pkg_dir).with_suffix("").parts
+            name = ".".join([*parts[:-1], *(p for p in rel if p != "__init__")])
+            seen.setdefault(f, name)
+    todo = list(seen.items())
+    while todo:
+        f, name = todo.pop()
+        for imported in _imports(f, name, f.name == "__init__.py"):
+            bits = imported.split(".")
+            if bits[0] != parts[0]:
+                continue
+            for n in range(1, len(bits) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                name = ".".join(bits[:n])
+                g = _module_file(roots, bits[:n])
+                if name not in NOT_STAGE_CODE and g is not None and g not in seen:
+                    seen[g] = name
+                    todo.append((g, name))
+    return sorted(seen)
+
+
+def _module_file(roots: list[Path], parts: list[str]) -> Path | None:
+    """``core.body.model`` -> .../core/body/model.py (or .../__init__.py of a package)."""
+    for root in roots:
+        base = root.joinpath(*parts[1:])
+        for f in (base.with_suffix(".py"), base / "__init__.py"):
+            if len(parts) > 1 and f.is_file():
+                return f
+        if len(parts) == 1 and (root / "__init__.py").is_file():
+            return root / "__init__.py"
+    return None
+
+
+def _imports(path: Path, module: str, is_package: bool) -> set[str]:
+    """Absolute names of what ``path`` (module ``module``) imports; ``from a import b`` gives
+    both ``a`` and ``a.b``, as ``b`` may be a submodule."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                name = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                name = node.module or ""
+            if name:
+                out.add(name)
+                out.update(f"{name}.{a.name}" for a in node.names if a.name != "*")
+    return out
 
 
 @dataclass

@@ -103,6 +103,37 @@ def test_a_stage_whose_code_changed_runs_again(tmp_path, stage_module):
     assert pipeline.code_fingerprint("core.motion.stage:run_stage") == pipeline.code_fingerprint("core.motion.fit:x")
 
 
+def test_a_change_in_code_a_stage_imports_from_another_package_runs_it_again(tmp_path, monkeypatch):
+    """A stage's results depend on the shared code it imports (the body model, the bundle), not
+    only on its own package: a fix there must re-run it, and a change in code it never imports
+    must not throw its results away."""
+    pkg = tmp_path / "mods" / "tpkg"
+    for d in ("", "stagepkg", "shared", "other"):
+        (pkg / d).mkdir(parents=True, exist_ok=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "stagepkg" / "run.py").write_text(
+        "def run_stage(ctx):\n    from ..shared.model import scale\n    from .. import helper\n    return scale, helper\n"
+    )
+    (pkg / "shared" / "model.py").write_text("import tpkg.shared.geometry\nscale = 1.0\n")
+    (pkg / "shared" / "geometry.py").write_text("UP = (0, 1, 0)\n")
+    (pkg / "helper.py").write_text("x = 1\n")
+    (pkg / "other" / "unused.py").write_text("y = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    target = "tpkg.stagepkg.run:run_stage"
+    names = {"/".join(f.relative_to(pkg).parts) for f in pipeline.code_files(target)}
+    assert names == {"__init__.py", "stagepkg/__init__.py", "stagepkg/run.py", "shared/__init__.py", "shared/model.py",
+                     "shared/geometry.py", "helper.py"}  # fmt: skip
+    before = pipeline.code_fingerprint(target)
+    for f, changed in (("other/unused.py", False), ("shared/geometry.py", True), ("helper.py", True)):
+        (pkg / f).write_text((pkg / f).read_text() + "# a fix\n")
+        now = pipeline.code_fingerprint(target)
+        assert (now != before) == changed, f
+        before = now
+    # Troupe's own: the motion stage counts the body model and the bundle it writes with
+    motion = {"/".join(f.parts[-2:]) for f in pipeline.code_files("core.motion.stage:run_stage")}
+    assert {"motion/fit.py", "body/model.py", "core/bundle.py"} <= motion and "core/pipeline.py" not in motion
+
+
 def test_cancel_keeps_finished_stages_and_resumes(tmp_path, stage_module):
     job = JobDir(tmp_path / "job")
     seen = []
