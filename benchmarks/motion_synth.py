@@ -3,7 +3,8 @@
     .venv/core/bin/python benchmarks/motion_synth.py [--people 1 2 4] [--cameras static orbit]
         [--seed 0 1 2] [--frames 90] [--size 640x360] [--noise 3] [--drop 0.1] [--device cpu]
         [--json OUT] [--save DIR] [--search-fov | --fov-only] [--hfov 55] [--camera-distance 7]
-        [--set FIELD=VALUE ...] [--jobs N [--threads 1]] [--start truth|truth-pose|truth-root|truth-world]
+        [--set FIELD=VALUE ...] [--jobs N [--threads 1]]
+        [--start truth|truth-pose|truth-root|truth-world|truth-ends [--ends 5]]
         [--no-feet]
 
 For each camera kind and number of people: ``core synth`` renders a scene (stand-in bodies,
@@ -25,6 +26,7 @@ several seeds: the ``mean`` row per scene kind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -81,8 +83,9 @@ def run_one(model, folder: Path, camera: str, seed: int, args: argparse.Namespac
     feet = truth_feet(model, folder, inp, args.noise, args.drop, seed) if args.feet else None
     obs = Observations(inp.keypoints, K, np.tile(np.eye(4), (num_t, 1, 1)), inp.image_size, inp.labels, inp.label_scale,
                        foot_keypoints=feet)  # fmt: skip
-    start = {} if args.start == "fit" else truth_start(args.start, model, folder, inp)
-    res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene, cam_points=cam.points, **start)
+    start = {} if args.start in ("fit", "truth-ends") else truth_start(args.start, model, folder, inp)
+    with truth_at_ends(model, folder, inp, args.ends if args.start == "truth-ends" else 0):
+        res = fit_motion(model, obs, cfg, cam_path=cam.cam_to_scene, cam_points=cam.points, **start)
     seconds = time.perf_counter() - t0
     pred = make_bundle(inp, res.state, K, model, video=None, extra={})
     ev = evaluate(pred, bd.read_bundle(folder / "bundle"))
@@ -150,6 +153,33 @@ def truth_start(kind: str, model, folder: Path, inp) -> dict:  # type: ignore[no
     if kind == "truth-root":
         cam = replace(cam, body_pose=np.broadcast_to(relaxed_pose(), cam.body_pose.shape).copy())
     return {"init": cam, "init_root": kind != "truth-pose"}
+
+
+@contextlib.contextmanager
+def truth_at_ends(model, folder: Path, inp, frames: int):  # type: ignore[no-untyped-def]
+    """``--start truth-ends``: while the fit runs, the start's limbs (``solve.start_poses``) on the
+    first and last ``frames`` frames are replaced by the truth's, the rest of the fit as usual --
+    what a perfect start at the clip's ends would be worth (docs/motion.md). 0: the fit as it is."""
+    if frames <= 0:
+        yield
+        return
+    from dataclasses import replace
+    from unittest import mock
+
+    from core.motion import solve
+    from core.motion.init import from_bundle
+
+    truth = from_bundle(folder / "bundle", inp, model).world.body_pose
+    usual = solve.start_poses
+
+    def start_poses(*a, **kw):  # type: ignore[no-untyped-def]
+        out = usual(*a, **kw)
+        pose = out.body_pose.copy()
+        pose[:, :frames], pose[:, -frames:] = truth[:, :frames], truth[:, -frames:]
+        return replace(out, body_pose=pose)
+
+    with mock.patch.object(solve, "start_poses", start_poses):
+        yield
 
 
 def _set_threads(threads: int) -> None:
@@ -261,8 +291,9 @@ def main() -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="FitConfig overrides, e.g. w_smooth=2")
     p.add_argument("--json", default=None)
     p.add_argument("--save", default=None, help="write each fitted bundle to SAVE/<scene> (for analysis)")
-    p.add_argument("--start", default="fit", choices=["fit", "truth", "truth-pose", "truth-root", "truth-world"],
+    p.add_argument("--start", default="fit", choices=["fit", "truth", "truth-pose", "truth-root", "truth-world", "truth-ends"],
                    help="start the fit from the scene's truth (docs/motion.md: what is left at the clip's start)")  # fmt: skip
+    p.add_argument("--ends", type=int, default=5, help="with --start truth-ends: frames at each end that start from the truth's limbs")
     p.add_argument("--feet", action=argparse.BooleanOptionalAction, default=True,
                    help="give the fit heels and big toes besides COCO-17 (the truth's, degraded alike), as the people "
                         "stage's BlazePose or a whole-body detector does; --no-feet: COCO-17 only")  # fmt: skip

@@ -143,6 +143,9 @@ class Landmarks:
     roi: tuple[float, float, float, float]
     seg: np.ndarray | None  # [256, 256] float32 person probability in the ROI crop (None once used)
     matrix: np.ndarray  # [2, 3] image -> crop affine for OpenCV warps (pixel_centre_matrix)
+    # [33, 3] metric 3D landmarks around the hips' centre (the model's "world landmarks"), x right,
+    # y down as in the image, z away from the camera; None where the model has no such output
+    world: np.ndarray | None = None
 
     def next_roi(self) -> tuple[float, float, float, float]:
         """ROI for the next frame from the alignment points (as MediaPipe tracks between detections)."""
@@ -186,4 +189,9 @@ class LandmarkModel:
         xy = lm[:, :2] @ inv[:, :2].T + inv[:, 2]
         vis = _sigmoid(lm[:, 3])
         pts = np.concatenate([xy, vis[:, None]], 1).astype(np.float32)
-        return Landmarks(pts, presence, roi, seg, mc)
+        world = None
+        if len(outs) > 4:  # in the crop's axes: the ROI's rotation put back, as the 2D points'
+            world = outs[4].reshape(-1, 3)[:NUM_LANDMARKS].astype(np.float32)
+            c, s = math.cos(roi[3]), math.sin(roi[3])
+            world[:, :2] = world[:, :2] @ np.array([[c, s], [-s, c]], np.float32)
+        return Landmarks(pts, presence, roi, seg, mc, world)

@@ -153,3 +153,35 @@ def test_offline_on_a_synthetic_scene_against_ground_truth(models_available, tmp
     s = evaluate_against_synth(res, scene)
     assert res.num_people >= 2 and s.id_switches == 0 and s.precision > 0.95
     assert s.mask_iou > 0.45 and s.pck > 0.55 and s.recall > 0.55, s.as_dict()
+
+
+def test_world_landmarks_are_in_the_image_axes_whatever_the_roi_turn(models_available, tmp_path):
+    """The landmark model's metric 3D landmarks come out in its upright crop's axes; turned back by
+    the ROI's rotation they point from the hips the way the 2D landmarks do in the image (a person
+    lying down, a camera on its side), and the transpose of that turn would send them elsewhere."""
+    import argparse
+
+    import cv2
+
+    from core.people.blazepose import LandmarkModel
+    from core.synth.cli import add_arguments
+    from core.synth.cli import main as synth_main
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    scene = tmp_path / "synth"
+    synth_main(p.parse_args(["--out", str(scene), "--people", "1", "--frames", "1", "--size", "480x270", "--seed", "3"]))
+    ok, img = cv2.VideoCapture(str(scene / "video.mp4")).read()
+    assert ok
+    img = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)  # the person lies along the image's x axis
+    model = LandmarkModel(models_available["pose_landmark_full.tflite"], 1)
+    fg = np.argwhere(np.abs(img.astype(int) - np.median(img.reshape(-1, 3), 0)).sum(-1) > 60)
+    (cy, cx), side = fg.mean(0), 1.3 * float(np.ptp(fg, 0).max())
+    for angle in (-0.5 * math.pi, -0.3 * math.pi, 0.0):  # the right turn, near it, and none
+        lm = model(img, (float(cx), float(cy), side, angle))
+        assert lm.world is not None and lm.world.shape == (33, 3)
+        off = lm.points[:33, :2] - lm.points[[23, 24], :2].mean(0)
+        far = np.linalg.norm(off, axis=1) > 0.15 * side  # landmarks well away from the hips
+        w = lm.world[far, :2]
+        cos = (off[far] * w).sum(1) / (np.linalg.norm(off[far], axis=1) * np.linalg.norm(w, axis=1))
+        assert np.median(cos) > 0.9, (angle, np.median(cos))
