@@ -84,6 +84,9 @@ def main() -> int:
     p.add_argument("--body-model", default=None, help="SMPL-X model (default: the generated stand-in)")
     p.add_argument("--work", default=str(ROOT / ".cache" / "bench_pose2sim"))
     p.add_argument("--min-confidence", type=float, default=0.5, help="detected keypoints below this are not compared")
+    p.add_argument("--limb-depth", action="store_true",
+                   help="also score each limb segment's depth in the fitted camera, the fit's and BlazePose's 3D "
+                        "landmarks', against the keypoints triangulated from all four cameras")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     data = Path(args.data)
@@ -158,9 +161,99 @@ def main() -> int:
             print(f"| {c} | 0 | - | - | - | 0 |")
             continue
         print(f"| {c} | {len(r['pairs'])} | {r['mean_px']:.1f} | {r['median_px']:.1f} | {r['person_height_px']:.0f} | {r['keypoints_compared']} |")
+    if args.limb_depth:
+        fit_cam = np.einsum("tab,ptnb->ptna", res.state.world_to_cam[:, :3, :3], coco) + res.state.world_to_cam[None, :, None, :3, 3]
+        report["limb_depth"] = limb_depth(calib, inputs, scale, fc, fit_cam, report, people_dirs[fc].parent / "ingest",
+                                          args.min_confidence)  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+# COCO-17 limb segments (from, to): thighs, shins, upper arms, forearms
+SEGMENTS = {"thigh": ((11, 13), (12, 14)), "shin": ((13, 15), (14, 16)), "upper arm": ((5, 7), (6, 8)), "forearm": ((7, 9), (8, 10))}
+# BlazePose landmark of each COCO-17 keypoint
+BLAZE_OF_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+DEPTH_STEP = 0.08  # m: smaller depth steps have no sign worth scoring
+TRIANGULATION_PX = 50.0  # source px (a tenth of a person here): a triangulated keypoint whose views miss it by more is left out
+
+
+def triangulate(P: list[np.ndarray], uv: list[np.ndarray]) -> np.ndarray:
+    """Linear (DLT) triangulation of one point from >= 2 views: P [3,4] projections, uv [2] px."""
+    rows = []
+    for Pi, (u, v) in zip(P, uv):
+        rows += [u * Pi[2] - Pi[0], v * Pi[2] - Pi[1]]
+    x = np.linalg.svd(np.asarray(rows))[2][-1]
+    return x[:3] / x[3]
+
+
+def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndarray, report: dict, ingest: Path,
+               min_conf: float) -> dict:  # fmt: skip
+    """Each limb segment's depth step in camera ``fc`` (how much nearer or farther its end is than
+    its start), from the keypoints triangulated in all cameras where a person is matched (the
+    reference), from the fit (``fit_cam`` [P,T,17,3], camera ``fc``'s frame) and from the 3D
+    landmarks of BlazePose's landmark model run on ``fc``'s frames: how often the sign is right
+    where the reference's step exceeds ``DEPTH_STEP``, and the median error."""
+    from core.people.blazepose import LandmarkModel, _upright_angle
+    from core.people.ingest import Frames
+    from core.people.mediapipe_models import find_models
+
+    model = LandmarkModel(find_models(None)["pose_landmark_full.tflite"], 1)
+    frames = Frames(ingest)
+    partner = {c: dict(r["pairs"]) for c, r in report["cameras"].items()}
+    proj = {c: calib[c]["K"] @ calib[c]["world_to_cam"][:3] for c in calib}
+    w2c = calib[fc]["world_to_cam"]
+    det_fc = inputs[fc].keypoints
+    rows: dict[str, list[list[float]]] = {k: [] for k in SEGMENTS}
+    for p, pid in enumerate(inputs[fc].ids):
+        others = [(c, inputs[c].ids.index(partner[c][pid])) for c in partner if pid in partner[c]]
+        for t in range(min(fit_cam.shape[1], len(frames))):
+            kp = det_fc[p, t]
+            if (kp[[5, 6, 11, 12], 2] < min_conf).any():
+                continue
+            views = {fc: kp[:, :2] / scale[fc]}
+            conf = {fc: kp[:, 2]}
+            for c, q in others:
+                if t < inputs[c].keypoints.shape[1]:
+                    views[c], conf[c] = inputs[c].keypoints[q, t, :, :2] / scale[c], inputs[c].keypoints[q, t, :, 2]
+            ref = np.full((17, 3), np.nan)
+            for j in range(17):
+                seen = [c for c in views if conf[c][j] >= min_conf]
+                if len(seen) >= 3:
+                    x = triangulate([proj[c] for c in seen], [views[c][j] for c in seen])
+                    back = [proj[c] @ np.append(x, 1.0) for c in seen]
+                    miss = max(float(np.linalg.norm(u[:2] / u[2] - views[c][j])) for c, u in zip(seen, back))
+                    if miss < TRIANGULATION_PX:  # the views agree: the people matched are one person
+                        ref[j] = w2c[:3, :3] @ x + w2c[:3, 3]
+            hip, top = kp[[11, 12], :2].mean(0), kp[[5, 6], :2].mean(0)
+            size = 2.5 * float(np.max(np.linalg.norm(kp[kp[:, 2] >= min_conf, :2] - hip, axis=1)))
+            world = model(frames[t], (float(hip[0]), float(hip[1]), size, _upright_angle(hip, top))).world
+            if world is None:
+                raise SystemExit("this landmark model has no 3D (world) landmark output")
+            blaze = world[list(BLAZE_OF_COCO)]
+            for name, sides in SEGMENTS.items():
+                for a, b in sides:
+                    if np.isfinite(ref[[a, b]]).all():
+                        rows[name].append([ref[b, 2] - ref[a, 2], fit_cam[p, t, b, 2] - fit_cam[p, t, a, 2], blaze[b, 2] - blaze[a, 2]])
+    out = {}
+    print(f"\nlimb depth in {fc} against the keypoints triangulated in 3 or 4 cameras "
+          f"(segment-frames with a step over {DEPTH_STEP * 100:.0f} cm):")  # fmt: skip
+    print("| segment | frames | the fit: sign right, median error mm | BlazePose 3D: sign right, median error mm |")
+    print("|---|---|---|---|")
+    every = []
+    for name, r in [*rows.items(), ("all", [x for v in rows.values() for x in v])]:
+        a = np.asarray(r, float).reshape(-1, 3)
+        big = np.abs(a[:, 0]) > DEPTH_STEP
+        if name != "all":
+            every.append(a)
+        cell = {}
+        for k, who in ((1, "fit"), (2, "blazepose")):
+            cell[who] = (float(np.mean(np.sign(a[big, 0]) == np.sign(a[big, k]))) if big.any() else None,
+                         float(1000 * np.median(np.abs(a[:, 0] - a[:, k]))) if len(a) else None)  # fmt: skip
+        out[name] = {"frames": int(big.sum()), **cell}
+        fmt = lambda c: "-" if c[0] is None else f"{c[0]:.0%}, {c[1]:.0f}"  # noqa: E731
+        print(f"| {name} | {big.sum()} | {fmt(cell['fit'])} | {fmt(cell['blazepose'])} |")
+    return out
 
 
 if __name__ == "__main__":
