@@ -146,6 +146,7 @@ def main() -> int:
                 heights.append(np.nanmedian(np.nanmax(y, -1) - np.nanmin(y, -1)))
         report["cameras"][c] = {
             "pairs": [(inp.ids[r], inputs[c].ids[q]) for r, q in pairs],
+            "median_px_per_pair": [float(np.median(err[r, q][both[r, q]])) for r, q in pairs],
             "mean_px": float(errs.mean()) if len(errs) else None,
             "median_px": float(np.median(errs)) if len(errs) else None,
             "person_height_px": float(np.nanmean(heights)) if heights else None,

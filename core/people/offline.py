@@ -39,6 +39,10 @@ from .tracks import Tracks, empty_keypoints
 log = logging.getLogger("troupe.people")
 
 MAX_RAW_TRACKS = 254  # track i is label value i + 1 in uint8 label maps
+# A tracklet may take over from another this many frames before that one ends: where the landmarks
+# lose a person in a fast move (a deep bend), detection starts a new track on them while the old
+# one still holds a part of the body for a frame or two.
+HANDOVER_FRAMES = 3
 MIN_PRESENCE = 0.5  # landmark model's person score below which a ROI holds nobody
 DETECT_EVERY = {"preview": 10, "standard": 5, "high": 2}  # tile-pyramid detection period per quality
 
@@ -202,6 +206,7 @@ class _Track:
     hist_n: int = 0
     last_obs: Obs | None = None
     first_box: np.ndarray | None = None
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> box
 
     def predict(self, t: int) -> np.ndarray:
         return self.box + self.velocity * (t - self.frames[-1])
@@ -215,6 +220,7 @@ class _Track:
         self.frames.append(t)
         self.obs.append(k)
         self.box = o.box.copy()
+        self.boxes[t] = self.box
         self.last_obs = o
         if o.hist is not None and o.hist.sum() > 0 and o.occlusion < 0.5:
             self.hist = o.hist if self.hist is None else (self.hist * self.hist_n + o.hist) / (self.hist_n + 1)
@@ -251,9 +257,9 @@ def _associate(tracks: list[_Track], obs: list[Obs], t: int, max_gap: int, max_a
 
 def _stitch(tracks: list[_Track], size: tuple[int, int], fps: float, max_app: float = 0.35,
             max_app_near: float = 0.5) -> list[list[int]]:  # fmt: skip
-    """Chains of tracklets (indices) that are one person: no overlap in time, similar appearance,
-    and a possible way from one piece to the next: within walking pace of where it was lost, or,
-    for someone who left the frame, back in at any edge. After a short gap (< 2 s) close in space
+    """Chains of tracklets (indices) that are one person: no overlap in time (but a hand-over,
+    ``_handover``), similar appearance, and a possible way from one piece to the next: within
+    walking pace of where it was lost, or, for someone who left the frame, back in at any edge. After a short gap (< 2 s) close in space
     the appearance may differ more (``max_app_near``: lighting changes behind a tree, a turn),
     otherwise it must agree (``max_app``). Greedy, most similar pairs first."""
     w, h = size
@@ -267,7 +273,7 @@ def _stitch(tracks: list[_Track], size: tuple[int, int], fps: float, max_app: fl
         ta, tb = tracks[a], tracks[b]
         gap = tb.frames[0] - ta.frames[-1]
         if gap <= 0:
-            return None
+            return max_app_near if _handover(ta, tb) else None
         jump = float(np.linalg.norm((ta.box[:2] + ta.box[2:]) / 2 - (tb.first_box[:2] + tb.first_box[2:]) / 2))
         if jump <= 0.05 * diag + gap * 0.01 * diag:  # walking pace: across the frame in about 3 s
             return max_app_near if gap < 2 * fps else max_app
@@ -300,6 +306,26 @@ def _stitch(tracks: list[_Track], size: tuple[int, int], fps: float, max_app: fl
             owner[i] = merged
     chains = {id(c): c for c in owner.values()}
     return sorted(chains.values(), key=lambda c: tracks[c[0]].frames[0])
+
+
+def _handover(ta: _Track, tb: _Track) -> bool:
+    """Tracklet ``tb`` takes over from ``ta``, one person seen twice for a moment: it starts after
+    ``ta`` starts, at most ``HANDOVER_FRAMES`` frames before ``ta`` ends, outlives it, and on every
+    frame they share one's box lies (almost) inside the other's."""
+    shared = sorted(set(ta.frames) & set(tb.frames))
+    if not shared or len(shared) > HANDOVER_FRAMES or tb.frames[0] <= ta.frames[0] or tb.frames[-1] <= ta.frames[-1]:
+        return False
+    if shared != [t for t in tb.frames if t <= ta.frames[-1]]:
+        return False
+    return all(t in ta.boxes and t in tb.boxes and _containment(ta.boxes[t], tb.boxes[t]) > 0.8 for t in shared)
+
+
+def _containment(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of the smaller of boxes a, b [4] (x0, y0, x1, y1) that lies inside the other."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(iw * ih / small) if small > 0 else 0.0
 
 
 def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progress) -> Tracks:
@@ -417,11 +443,13 @@ def _to_tracks(chains: list[list[int]], tracks: list[_Track], per_frame: list[li
         for i in chain:
             for t, k in zip(tracks[i].frames, tracks[i].obs):
                 o = per_frame[t][k]
+                luts[t, k + 1] = c + 1  # (both views of a person during a hand-over share its mask)
+                if vis[c, t] and scores[c, t] >= o.lm.presence:
+                    continue  # a hand-over's frame: the surer view gives box and keypoints
                 boxes[c, t] = o.box
                 vis[c, t] = True
                 occ[c, t] = o.occlusion
                 scores[c, t] = o.lm.presence
-                luts[t, k + 1] = c + 1
                 kp[c, t], extra[c, t] = _keypoints_from(o.lm, w, h)
         human[c] = human_score(kp[c][vis[c]])
     def label_fn(t: int) -> np.ndarray:

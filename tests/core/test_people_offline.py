@@ -185,3 +185,33 @@ def test_world_landmarks_are_in_the_image_axes_whatever_the_roi_turn(models_avai
         w = lm.world[far, :2]
         cos = (off[far] * w).sum(1) / (np.linalg.norm(off[far], axis=1) * np.linalg.norm(w, axis=1))
         assert np.median(cos) > 0.9, (angle, np.median(cos))
+
+
+def test_stitching_joins_a_track_handed_over_mid_move_but_not_two_people():
+    """In a deep bend the landmarks keep only part of a person for a frame or two while detection
+    starts a new track on the whole of them (the Pose2Sim capture split its man in two at frame
+    60): the two are one person. A second person who steps in front of the first, their box
+    inside the first's, is not."""
+    red = np.zeros((2, 48), np.float32)
+    red[:, 0] = 1
+    size = (1000, 600)
+
+    def boxed(i, frames, box_of):
+        tr = _tracklet(i, frames, red, 0)
+        tr.boxes = {t: np.asarray(box_of(t), np.float32) for t in frames}
+        tr.first_box, tr.box = tr.boxes[frames[0]], tr.boxes[frames[-1]]
+        return tr
+
+    whole = lambda t: (300 + t, 100, 500 + t, 500)  # noqa: E731
+    lower = lambda t: (310 + t, 300, 480 + t, 495)  # noqa: E731  the old track, holding the legs only
+    handed = [boxed(0, range(0, 62), lambda t: whole(t) if t < 60 else lower(t)), boxed(1, range(60, 100), whole)]
+    assert _stitch(handed, size, fps=30.0) == [[0, 1]]
+    # the same person, but the tracks share 6 frames: two tracks on one person too long to be a hand-over
+    long = [boxed(0, range(0, 66), whole), boxed(1, range(60, 100), whole)]
+    assert len(_stitch(long, size, fps=30.0)) == 2
+    # two people: the second stands in front of the first, but the first's track goes on
+    two = [boxed(0, range(0, 100), whole), boxed(1, range(60, 100), lower)]
+    assert len(_stitch(two, size, fps=30.0)) == 2
+    # two people side by side: a track ends as another starts two frames earlier beside it
+    apart = [boxed(0, range(0, 62), whole), boxed(1, range(60, 100), lambda t: (600, 100, 800, 500))]
+    assert len(_stitch(apart, size, fps=30.0)) == 2
