@@ -208,11 +208,11 @@ def code_files(target: str) -> list[Path]:
             if bits[0] != parts[0]:
                 continue
             for n in range(1, len(bits) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                name = ".".join(bits[:n])
+                sub = ".".join(bits[:n])
                 g = _module_file(roots, bits[:n])
-                if name not in NOT_STAGE_CODE and g is not None and g not in seen:
-                    seen[g] = name
-                    todo.append((g, name))
+                if sub not in NOT_STAGE_CODE and g is not None and g not in seen:
+                    seen[g] = sub
+                    todo.append((g, sub))
     return sorted(seen)
 
 
@@ -220,11 +220,9 @@ def _module_file(roots: list[Path], parts: list[str]) -> Path | None:
     """``core.body.model`` -> .../core/body/model.py (or .../__init__.py of a package)."""
     for root in roots:
         base = root.joinpath(*parts[1:])
-        for f in (base.with_suffix(".py"), base / "__init__.py"):
-            if len(parts) > 1 and f.is_file():
+        for f in (base / "__init__.py",) if len(parts) == 1 else (base.with_suffix(".py"), base / "__init__.py"):
+            if f.is_file():
                 return f
-        if len(parts) == 1 and (root / "__init__.py").is_file():
-            return root / "__init__.py"
     return None
 
 

@@ -259,9 +259,10 @@ def _stitch(tracks: list[_Track], size: tuple[int, int], fps: float, max_app: fl
             max_app_near: float = 0.5) -> list[list[int]]:  # fmt: skip
     """Chains of tracklets (indices) that are one person: no overlap in time (but a hand-over,
     ``_handover``), similar appearance, and a possible way from one piece to the next: within
-    walking pace of where it was lost, or, for someone who left the frame, back in at any edge. After a short gap (< 2 s) close in space
-    the appearance may differ more (``max_app_near``: lighting changes behind a tree, a turn),
-    otherwise it must agree (``max_app``). Greedy, most similar pairs first."""
+    walking pace of where it was lost, or, for someone who left the frame, back in at any edge.
+    After a short gap (< 2 s) close in space the appearance may differ more (``max_app_near``:
+    lighting changes behind a tree, a turn), otherwise it must agree (``max_app``). Greedy, most
+    similar pairs first."""
     w, h = size
     diag = math.hypot(w, h)
     margin = 0.03 * diag
