@@ -1,7 +1,7 @@
 """Fit from one camera, check in the three others: the calibrated 4-camera capture of Pose2Sim.
 
     .venv/core/bin/python benchmarks/motion_pose2sim.py [--data ../shared/data/pose2sim_multiperson]
-        [--fit-camera cam01] [--frames 100] [--json OUT]
+        [--fit-camera cam01] [--frames 100] [--limb-depth] [--json OUT]
 
 The capture (Pose2Sim's Demo_MultiPerson: 4 synchronised 1088x1920 cameras, 60 fps, two people)
 has no 3D ground truth, but it has a Qualisys calibration (``Calib.qca.txt``; ``Config.toml``
@@ -241,12 +241,9 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
           f"(segment-frames with a step over {DEPTH_STEP * 100:.0f} cm):")  # fmt: skip
     print("| segment | frames | the fit: sign right, median error mm | BlazePose 3D: sign right, median error mm |")
     print("|---|---|---|---|")
-    every = []
     for name, r in [*rows.items(), ("all", [x for v in rows.values() for x in v])]:
         a = np.asarray(r, float).reshape(-1, 3)
         big = np.abs(a[:, 0]) > DEPTH_STEP
-        if name != "all":
-            every.append(a)
         cell = {}
         for k, who in ((1, "fit"), (2, "blazepose")):
             cell[who] = (float(np.mean(np.sign(a[big, 0]) == np.sign(a[big, k]))) if big.any() else None,
