@@ -206,6 +206,7 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
     w2c = calib[fc]["world_to_cam"]
     det_fc = inputs[fc].keypoints
     rows: dict[str, list[list[float]]] = {k: [] for k in SEGMENTS}
+    hips: dict[str, list[np.ndarray]] = {pid: [] for pid in inputs[fc].ids}  # fit - reference, hips' midpoint
     for p, pid in enumerate(inputs[fc].ids):
         others = [(c, inputs[c].ids.index(partner[c][pid])) for c in partner if pid in partner[c]]
         for t in range(min(fit_cam.shape[1], len(frames))):
@@ -232,11 +233,21 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
             if world is None:
                 raise SystemExit("this landmark model has no 3D (world) landmark output")
             blaze = world[list(BLAZE_OF_COCO)]
+            if np.isfinite(ref[[11, 12]]).all():
+                hips[pid].append(np.r_[fit_cam[p, t, [11, 12]].mean(0) - ref[[11, 12]].mean(0), ref[[11, 12], 2].mean()])
             for name, sides in SEGMENTS.items():
                 for a, b in sides:
                     if np.isfinite(ref[[a, b]]).all():
                         rows[name].append([ref[b, 2] - ref[a, 2], fit_cam[p, t, b, 2] - fit_cam[p, t, a, 2], blaze[b, 2] - blaze[a, 2]])
-    out = {}
+    out: dict = {"hips": {}}
+    print(f"\nwhere the fit puts each person in {fc}: its hips' midpoint against the triangulated one, median over frames")
+    print("| person | frames | right m | down m | farther m | the reference's depth m |")
+    print("|---|---|---|---|---|---|")
+    for pid, d in hips.items():
+        if d:
+            m = np.median(np.asarray(d), axis=0)
+            out["hips"][pid] = {"frames": len(d), "offset_m": m[:3].tolist(), "depth_m": float(m[3])}
+            print(f"| {pid} | {len(d)} | {m[0]:+.2f} | {m[1]:+.2f} | {m[2]:+.2f} | {m[3]:.2f} |")
     print(f"\nlimb depth in {fc} against the keypoints triangulated in 3 or 4 cameras "
           f"(segment-frames with a step over {DEPTH_STEP * 100:.0f} cm):")  # fmt: skip
     print("| segment | frames | the fit: sign right, median error mm | BlazePose 3D: sign right, median error mm |")
