@@ -18,11 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from motion_synth import read_video  # noqa: E402
 
 from core import bundle as bd  # noqa: E402
 from core.evaluate import _side, evaluate  # noqa: E402
@@ -39,16 +40,6 @@ SEGMENTS = {
 STEP = 0.08  # m: depth steps smaller than this have no sign worth scoring
 
 
-def read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return frames
-        frames.append(frame)
-
-
 def score_scene(scene: Path, model: LandmarkModel, fit: Path | None) -> dict[str, list[np.ndarray]]:
     """Per segment, rows [truth, BlazePose(, fit)] of depth steps (m), one per person and frame."""
     gt = bd.read_bundle(scene / "bundle")
@@ -59,7 +50,7 @@ def score_scene(scene: Path, model: LandmarkModel, fit: Path | None) -> dict[str
         pred = bd.read_bundle(fit)
         ps = _side(pred, np.arange(n))
         pred_of = {m["gt"]: ps.cam[ps.ids.index(m["pred"])] for m in evaluate(pred, gt)["matches"]}
-    frames = read_frames(scene / "video.mp4")
+    frames = read_video(scene / "video.mp4")
     out: dict[str, list[np.ndarray]] = {k: [] for k in SEGMENTS}
     for i, pid in enumerate(gs.ids):
         for t in np.flatnonzero(gs.present[i]):
@@ -96,21 +87,19 @@ def main() -> int:
     print(f"{len(args.scenes)} scenes; segment-frames with a depth step over {STEP * 100:.0f} cm")
     print("| segment | frames | " + " | ".join(f"{s}: sign right, median error mm" for s in sources) + " |")
     print("|---|---|" + "---|" * len(sources))
+    def row(name: str, r: np.ndarray) -> str:  # r [N, 1 + sources]: the truth's step, then each source's
+        big = np.abs(r[:, 0]) > STEP
+        cells = [f"{np.mean(np.sign(r[big, 0]) == np.sign(r[big, k])):.0%}, {1000 * np.median(np.abs(r[:, 0] - r[:, k])):.0f}"
+                 for k in range(1, r.shape[1])]  # fmt: skip
+        return f"| {name} | {big.sum()} | " + " | ".join(cells) + " |"
+
     every = []
     for name, r in rows.items():
         r = np.array([x for x in r if len(x) == len(sources) + 1])
-        if not len(r):
-            continue
-        every.append(r)
-        big = np.abs(r[:, 0]) > STEP
-        cells = [f"{np.mean(np.sign(r[big, 0]) == np.sign(r[big, k])):.0%}, {1000 * np.median(np.abs(r[:, 0] - r[:, k])):.0f}"
-                 for k in range(1, len(sources) + 1)]  # fmt: skip
-        print(f"| {name} | {big.sum()} | " + " | ".join(cells) + " |")
-    r = np.concatenate(every)
-    big = np.abs(r[:, 0]) > STEP
-    cells = [f"{np.mean(np.sign(r[big, 0]) == np.sign(r[big, k])):.0%}, {1000 * np.median(np.abs(r[:, 0] - r[:, k])):.0f}"
-             for k in range(1, len(sources) + 1)]  # fmt: skip
-    print(f"| all | {big.sum()} | " + " | ".join(cells) + " |")
+        if len(r):
+            every.append(r)
+            print(row(name, r))
+    print(row("all", np.concatenate(every)))
     return 0
 
 

@@ -16,6 +16,7 @@ stage, that stage and those after it run again instead of handing back the old c
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import importlib
@@ -229,8 +230,6 @@ def _module_file(roots: list[Path], parts: list[str]) -> Path | None:
 def _imports(path: Path, module: str, is_package: bool) -> set[str]:
     """Absolute names of what ``path`` (module ``module``) imports; ``from a import b`` gives
     both ``a`` and ``a.b``, as ``b`` may be a submodule."""
-    import ast
-
     try:
         tree = ast.parse(path.read_bytes())
     except (OSError, SyntaxError, ValueError):
