@@ -1,7 +1,7 @@
 """Fit from one camera, check in the three others: the calibrated 4-camera capture of Pose2Sim.
 
     .venv/core/bin/python benchmarks/motion_pose2sim.py [--data ../shared/data/pose2sim_multiperson]
-        [--fit-camera cam01] [--frames 100] [--limb-depth] [--json OUT]
+        [--fit-camera cam01] [--frames 100] [--limb-depth] [--set FIELD=VALUE ...] [--json OUT]
 
 The capture (Pose2Sim's Demo_MultiPerson: 4 synchronised 1088x1920 cameras, 60 fps, two people)
 has no 3D ground truth, but it has a Qualisys calibration (``Calib.qca.txt``; ``Config.toml``
@@ -86,7 +86,9 @@ def main() -> int:
     p.add_argument("--min-confidence", type=float, default=0.5, help="detected keypoints below this are not compared")
     p.add_argument("--limb-depth", action="store_true",
                    help="also score each limb segment's depth in the fitted camera, the fit's and BlazePose's 3D "
-                        "landmarks', against the keypoints triangulated from all four cameras")
+                        "landmarks', against the keypoints triangulated from all four cameras; and where the fit "
+                        "puts each person and how large it makes them, against the same")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="FitConfig overrides, e.g. w_depth_order=0")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     data = Path(args.data)
@@ -110,7 +112,10 @@ def main() -> int:
     K_work[:2] *= scale[fc]  # working pixels
     obs = Observations(inp.keypoints, np.tile(K_work, (num_t, 1, 1)), np.tile(np.eye(4), (num_t, 1, 1)),
                        inp.image_size, inp.labels, inp.label_scale, foot_keypoints=inp.foot_keypoints)  # fmt: skip
-    cfg = FitConfig(device=args.device)
+    from motion_synth import setting
+
+    over = {k: setting(getattr(FitConfig, k), v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    cfg = FitConfig(device=args.device, **over)
     res = fit_motion(model, obs, cfg)
     _, _, coco = body_points(SparseBody(model, device=args.device), res.state, args.device)  # [P,T,17,3] fit world
     # fit world -> fit camera (= calibrated camera fc) -> capture frame
@@ -175,6 +180,7 @@ def main() -> int:
 SEGMENTS = {"thigh": ((11, 13), (12, 14)), "shin": ((13, 15), (14, 16)), "upper arm": ((5, 7), (6, 8)), "forearm": ((7, 9), (8, 10))}
 # BlazePose landmark of each COCO-17 keypoint
 BLAZE_OF_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+SIZE_PARTS = {"shoulders": ((5, 6),), "hips": ((11, 12),), **SEGMENTS}  # what --limb-depth's size table compares
 DEPTH_STEP = 0.08  # m: smaller depth steps have no sign worth scoring
 TRIANGULATION_PX = 50.0  # source px (a tenth of a person here): a triangulated keypoint whose views miss it by more is left out
 
@@ -207,6 +213,7 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
     det_fc = inputs[fc].keypoints
     rows: dict[str, list[list[float]]] = {k: [] for k in SEGMENTS}
     hips: dict[str, list[np.ndarray]] = {pid: [] for pid in inputs[fc].ids}  # fit - reference, hips' midpoint
+    lengths: dict[str, dict[str, list[tuple[float, float]]]] = {pid: {k: [] for k in SIZE_PARTS} for pid in inputs[fc].ids}  # (fit, reference) m
     for p, pid in enumerate(inputs[fc].ids):
         others = [(c, inputs[c].ids.index(partner[c][pid])) for c in partner if pid in partner[c]]
         for t in range(min(fit_cam.shape[1], len(frames))):
@@ -235,6 +242,10 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
             blaze = world[list(BLAZE_OF_COCO)]
             if np.isfinite(ref[[11, 12]]).all():
                 hips[pid].append(np.r_[fit_cam[p, t, [11, 12]].mean(0) - ref[[11, 12]].mean(0), ref[[11, 12], 2].mean()])
+            for name, sides in SIZE_PARTS.items():
+                for a, b in sides:
+                    if np.isfinite(ref[[a, b]]).all():
+                        lengths[pid][name].append((float(np.linalg.norm(fit_cam[p, t, b] - fit_cam[p, t, a])), float(np.linalg.norm(ref[b] - ref[a]))))
             for name, sides in SEGMENTS.items():
                 for a, b in sides:
                     if np.isfinite(ref[[a, b]]).all():
@@ -248,6 +259,20 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
             m = np.median(np.asarray(d), axis=0)
             out["hips"][pid] = {"frames": len(d), "offset_m": m[:3].tolist(), "depth_m": float(m[3])}
             print(f"| {pid} | {len(d)} | {m[0]:+.2f} | {m[1]:+.2f} | {m[2]:+.2f} | {m[3]:.2f} |")
+    print("\nthe fitted body's size: each part's length in the fit over the triangulated one, median over frames "
+          "(the triangulated length in m)")  # fmt: skip
+    print("| person | " + " | ".join(SIZE_PARTS) + " | all |")
+    print("|---|" + "---|" * (len(SIZE_PARTS) + 1))
+    for pid, parts in lengths.items():
+        if any(parts.values()):
+            cells, ratio = {}, []
+            for name, pairs in parts.items():
+                a = np.asarray(pairs, float).reshape(-1, 2)
+                ratio += list(a[:, 0] / a[:, 1])
+                cells[name] = (float(np.median(a[:, 0] / a[:, 1])), float(np.median(a[:, 1]))) if len(a) else None
+            out.setdefault("size", {})[pid] = {**cells, "all": float(np.median(ratio))}
+            print(f"| {pid} | " + " | ".join("-" if c is None else f"{c[0]:.2f} ({c[1]:.2f})" for c in cells.values())
+                  + f" | {np.median(ratio):.2f} |")  # fmt: skip
     print(f"\nlimb depth in {fc} against the keypoints triangulated in 3 or 4 cameras "
           f"(segment-frames with a step over {DEPTH_STEP * 100:.0f} cm):")  # fmt: skip
     print("| segment | frames | the fit: sign right, median error mm | BlazePose 3D: sign right, median error mm |")
