@@ -185,9 +185,12 @@ def nearest_distance(points: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     The same value and gradient as ``torch.cdist(points, targets).min(-1)`` (a minimum passes its
     gradient to the nearest target only), but the nearest one is found without gradients and only
     those M distances are differentiated: cdist's backward over all M x N pairs was two thirds of
-    the world stage's time on the CPU. Exact where cdist's matrix-product shortcut is not."""
-    with torch.no_grad():
-        idx = torch.cdist(points, targets).argmin(-1)  # [B, M]
+    the world stage's time on the CPU. The search uses the matrix-product form of the squared
+    distance, as cdist does for batches this size, and skips cdist's square root; the distances
+    returned are exact."""
+    with torch.no_grad():  # the nearest by squared distance less |point|^2 (the same for every target of a point)
+        sq = torch.baddbmm((targets * targets).sum(-1)[:, None, :], points, targets.transpose(1, 2), alpha=-2.0)
+        idx = sq.min(-1).indices  # [B, M]
     nearest = torch.gather(targets, 1, idx[..., None].expand(*idx.shape, targets.shape[-1]))
     return torch.linalg.vector_norm(points - nearest, dim=-1)
 
