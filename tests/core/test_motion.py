@@ -71,6 +71,12 @@ def test_nearest_distance_matches_cdist_min():
     (grad,) = torch.autograd.grad(got.sum(), targets)
     assert torch.allclose(got, ref, atol=1e-4) and torch.allclose(grad, grad_ref, atol=1e-5)
     assert grad.abs().sum(-1).gt(0).sum() <= 6 * 64  # only the nearest targets get a gradient
+    # within an optimiser step the world stage keeps the nearest targets found at its start
+    idx = fit.nearest_index(points, targets)
+    moved = targets.detach() + torch.rand(targets.shape, generator=g) * 20
+    kept = fit.nearest_distance(points, moved, idx)
+    assert torch.allclose(kept, (points - moved.gather(1, idx[..., None].expand(-1, -1, 2))).norm(dim=-1))
+    assert (kept >= fit.nearest_distance(points, moved) - 1e-4).all()  # never nearer than the true nearest
 
 
 def test_sparse_body_matches_body_model(model):
