@@ -77,11 +77,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
     return keep
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boxes [4] x0, y0, x1, y1."""
+def box_intersection(a: np.ndarray, b: np.ndarray) -> float:
+    """Area two boxes [4] x0, y0, x1, y1 share."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
+    return iw * ih
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes [4] x0, y0, x1, y1."""
+    inter = box_intersection(a, b)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
 

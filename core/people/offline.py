@@ -30,6 +30,7 @@ from .blazepose import (
     LandmarkModel,
     Landmarks,
     PoseDetector,
+    box_intersection,
     box_iou,
 )
 from .ingest import Frames
@@ -323,10 +324,8 @@ def _handover(ta: _Track, tb: _Track) -> bool:
 
 def _containment(a: np.ndarray, b: np.ndarray) -> float:
     """Share of the smaller of boxes a, b [4] (x0, y0, x1, y1) that lies inside the other."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return float(iw * ih / small) if small > 0 else 0.0
+    return float(box_intersection(a, b) / small) if small > 0 else 0.0
 
 
 def track_offline(frames: Frames, config: RunConfig, settings, work: Path, progress) -> Tracks:
