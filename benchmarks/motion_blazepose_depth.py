@@ -40,6 +40,17 @@ SEGMENTS = {
 STEP = 0.08  # m: depth steps smaller than this have no sign worth scoring
 
 
+def world_landmarks(model: LandmarkModel, frame: np.ndarray, points: np.ndarray, hip: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """BlazePose's metric 3D landmarks [33, 3] (``Landmarks.world``) of the person whose 2D points
+    [N, 2] lie around ``hip`` (the hips' centre) and ``top`` (the shoulders'): the ROI centred on the
+    hips, 2.5 times the farthest point's distance across, upright to the body."""
+    size = 2.5 * float(np.max(np.linalg.norm(points - hip, axis=1)))
+    world = model(frame, (float(hip[0]), float(hip[1]), size, _upright_angle(hip, top))).world
+    if world is None:
+        raise SystemExit("this landmark model has no 3D (world) landmark output")
+    return world
+
+
 def score_scene(scene: Path, model: LandmarkModel, fit: Path | None) -> dict[str, list[np.ndarray]]:
     """Per segment, rows [truth, BlazePose(, fit)] of depth steps (m), one per person and frame."""
     gt = bd.read_bundle(scene / "bundle")
@@ -55,13 +66,9 @@ def score_scene(scene: Path, model: LandmarkModel, fit: Path | None) -> dict[str
     for i, pid in enumerate(gs.ids):
         for t in np.flatnonzero(gs.present[i]):
             uv, cam = gs.uv[i, t], gs.cam[i, t]
-            hip, top = (uv[1] + uv[2]) / 2, (uv[16] + uv[17]) / 2
-            size = 2.5 * float(np.max(np.linalg.norm(uv - hip, axis=1)))
-            lm = model(frames[t], (float(hip[0]), float(hip[1]), size, _upright_angle(hip, top)))
-            if lm.world is None:
-                raise SystemExit("this landmark model has no 3D (world) landmark output")
+            world = world_landmarks(model, frames[t], uv, (uv[1] + uv[2]) / 2, (uv[16] + uv[17]) / 2)
             for name, ((a, b), (la, lb)) in SEGMENTS.items():
-                row = [cam[b, 2] - cam[a, 2], lm.world[lb, 2] - lm.world[la, 2]]
+                row = [cam[b, 2] - cam[a, 2], world[lb, 2] - world[la, 2]]
                 if pid in pred_of:
                     row.append(pred_of[pid][t, b, 2] - pred_of[pid][t, a, 2])
                 out[name].append(np.array(row))

@@ -201,7 +201,9 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
     reference), from the fit (``fit_cam`` [P,T,17,3], camera ``fc``'s frame) and from the 3D
     landmarks of BlazePose's landmark model run on ``fc``'s frames: how often the sign is right
     where the reference's step exceeds ``DEPTH_STEP``, and the median error."""
-    from core.people.blazepose import LandmarkModel, _upright_angle
+    from motion_blazepose_depth import world_landmarks
+
+    from core.people.blazepose import LandmarkModel
     from core.people.ingest import Frames
     from core.people.mediapipe_models import find_models
 
@@ -234,11 +236,7 @@ def limb_depth(calib: dict, inputs: dict, scale: dict, fc: str, fit_cam: np.ndar
                     miss = max(float(np.linalg.norm(u[:2] / u[2] - views[c][j])) for c, u in zip(seen, back))
                     if miss < TRIANGULATION_PX:  # the views agree: the people matched are one person
                         ref[j] = w2c[:3, :3] @ x + w2c[:3, 3]
-            hip, top = kp[[11, 12], :2].mean(0), kp[[5, 6], :2].mean(0)
-            size = 2.5 * float(np.max(np.linalg.norm(kp[kp[:, 2] >= min_conf, :2] - hip, axis=1)))
-            world = model(frames[t], (float(hip[0]), float(hip[1]), size, _upright_angle(hip, top))).world
-            if world is None:
-                raise SystemExit("this landmark model has no 3D (world) landmark output")
+            world = world_landmarks(model, frames[t], kp[kp[:, 2] >= min_conf, :2], kp[[11, 12], :2].mean(0), kp[[5, 6], :2].mean(0))
             blaze = world[list(BLAZE_OF_COCO)]
             if np.isfinite(ref[[11, 12]]).all():
                 hips[pid].append(np.r_[fit_cam[p, t, [11, 12]].mean(0) - ref[[11, 12]].mean(0), ref[[11, 12], 2].mean()])
