@@ -1,7 +1,7 @@
 """Time the motion fit of a 300-frame, 2-person clip on CUDA and on CPU (same code, same settings).
 
     python benchmarks/motion_gpu.py --model .cache/standin/SMPLX_NEUTRAL.npz [--frames 300]
-        [--people 2] [--devices cuda cpu] [--no-masks] [--no-feet] [--json OUT]
+        [--people 2] [--devices cuda cuda-eager cpu] [--no-masks] [--no-feet] [--json OUT]
 
 The scene is made here by posing the body model along smooth walking paths on a floor, seen by a
 static camera, and projecting its COCO-17 keypoints, heels and big toes (as the people stage
@@ -10,8 +10,10 @@ Its person-label maps (for the silhouette and depth-order terms, as the people s
 them) are painted from 4000 projected surface points per person, nearer people over farther ones,
 at the fit's mask resolution (``--no-masks`` leaves them out). Prints, per device,
 the wall time of each stage of ``core.motion.solve.fit_motion`` and the accuracy against the
-scene (camera-frame MPJPE and floor height of the feet), and the CPU/CUDA ratio measured in the
-same run; the two devices' results are compared joint by joint.
+scene (camera-frame MPJPE and floor height of the feet), and the time ratios measured in the
+same run; the devices' results are compared joint by joint. ``cuda-eager`` is CUDA with
+``FitConfig.cuda_graphs`` off: every kernel launched from Python, as before the fit recorded its
+loss evaluations as CUDA graphs.
 """
 
 from __future__ import annotations
@@ -123,12 +125,15 @@ def walking_scene(model: BodyModel, people: int, frames: int, size=(1280, 720), 
     return joints, kps, np.tile(K, (frames, 1, 1)), w2c, size, labels, scale, foot_kps
 
 
-def run(device: str, model_path: str, scene, iters_scale: float) -> dict:  # type: ignore[no-untyped-def]
+def run(kind: str, model_path: str, scene, iters_scale: float) -> dict:  # type: ignore[no-untyped-def]
+    """Fit the scene on ``kind``: cpu, cuda, or cuda-eager (CUDA without recorded graphs)."""
     joints_gt, kps, K, w2c, size, labels, label_scale, foot_kps = scene
+    device = kind.removesuffix("-eager")
     model = BodyModel(model_path, device=device)
     base = FitConfig(device=device)
     iter_fields = ("iters_rigid", "iters_limbs", "iters_heading", "iters_pose", "iters_world")
-    cfg = FitConfig(device=device, **{k: max(1, round(getattr(base, k) * iters_scale)) for k in iter_fields})
+    cfg = FitConfig(device=device, cuda_graphs=not kind.endswith("-eager"),
+                    **{k: max(1, round(getattr(base, k) * iters_scale)) for k in iter_fields})  # fmt: skip
     num_t = kps.shape[1]
     obs = Observations(kps, K, np.tile(np.eye(4), (num_t, 1, 1)), size, labels=labels, label_scale=label_scale, foot_keypoints=foot_kps)
     marks: list[tuple[str, float]] = []
@@ -156,7 +161,7 @@ def run(device: str, model_path: str, scene, iters_scale: float) -> dict:  # typ
     jc = np.einsum("tab,ptjb->ptja", m[:, :3, :3], joints[:, :, :22]) + m[None, :, None, :3, 3]
     gc = joints_gt[:, :, :22] @ w2c[:3, :3].T + w2c[:3, 3]
     return {
-        "device": device,
+        "device": kind,
         "name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
         "seconds": round(total, 3),
@@ -175,7 +180,7 @@ def main() -> int:
     p.add_argument("--model", default=str(ROOT / ".cache" / "standin" / "SMPLX_NEUTRAL.npz"), help="SMPL-X model file")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--people", type=int, default=2)
-    p.add_argument("--devices", nargs="+", default=["cuda", "cpu"])
+    p.add_argument("--devices", nargs="+", default=["cuda", "cpu"], help="cpu, cuda, cuda-eager (CUDA without recorded graphs)")
     p.add_argument("--no-masks", dest="masks", action="store_false", help="keypoints only (no label maps)")
     p.add_argument("--no-feet", dest="feet", action="store_false", help="COCO-17 only (no heels and big toes)")
     p.add_argument("--iters-scale", type=float, default=1.0, help="multiply the default iteration counts")
@@ -197,10 +202,13 @@ def main() -> int:
         )
     by = {r["device"]: r for r in results}
     summary = {}
-    if "cuda" in by and "cpu" in by:
-        summary["cpu_over_cuda"] = by["cpu"]["seconds"] / by["cuda"]["seconds"]
-        summary["cuda_vs_cpu_joint_mm"] = float(1000 * np.linalg.norm(by["cuda"]["joints_cam"] - by["cpu"]["joints_cam"], axis=-1).mean())
-        print(f"CPU / CUDA time: {summary['cpu_over_cuda']:.1f}x; mean joint difference CUDA vs CPU {summary['cuda_vs_cpu_joint_mm']:.1f} mm")
+    for slow, fast in (("cpu", "cuda"), ("cuda-eager", "cuda"), ("cpu", "cuda-eager")):
+        if slow in by and fast in by:
+            ratio = by[slow]["seconds"] / by[fast]["seconds"]
+            apart = float(1000 * np.linalg.norm(by[fast]["joints_cam"] - by[slow]["joints_cam"], axis=-1).mean())
+            summary[f"{slow}_over_{fast}"] = ratio
+            summary[f"{fast}_vs_{slow}_joint_mm"] = apart
+            print(f"{slow} / {fast} time: {ratio:.1f}x; mean joint difference {apart:.1f} mm")
     if args.json:
         out = [{k: v for k, v in r.items() if k != "joints_cam"} for r in results]
         Path(args.json).write_text(json.dumps({"frames": args.frames, "people": args.people, "masks": args.masks, "feet": args.feet,

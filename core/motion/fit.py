@@ -22,6 +22,7 @@ Convention: cameras are OpenCV (x right, y down, +z forward), ``K [T,3,3]`` in p
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -111,6 +112,13 @@ class FitConfig:
     world_guard_boost: float = 10.0
     optimizer: str = "lbfgs"  # lbfgs (20 inner iterations per outer step) | adam
     device: str = "cpu"
+    # on CUDA, record a stage's loss evaluation (forward and backward) once as a CUDA graph and
+    # replay it: the same kernels without launching each from Python (docs/motion.md, Time)
+    cuda_graphs: bool = True
+
+
+# One loss evaluation with its gradients: (find the silhouette's nearest points anew) -> loss, terms
+Evaluation = Callable[[bool], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -363,10 +371,18 @@ class Fitter:
         self.priors = Priors(dev)
         # [P] height (m) of the level each person stands on: 0 the floor, more a rooftop or a stage
         self.level = torch.zeros(self.num_p, **f32)
+        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
         self.labels = None
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
             self._prepare_masks()
+
+    def index_tensor(self, ids: tuple[int, ...]) -> torch.Tensor:
+        """``ids`` as an index tensor on the device, made once (a list index is copied to the GPU at
+        every use, which a CUDA graph cannot record)."""
+        if ids not in self._indices:
+            self._indices[ids] = torch.as_tensor(ids, device=self.device)
+        return self._indices[ids]
 
     def boost_keypoints(self, people: np.ndarray, factor: float) -> None:
         """Weight the keypoints of ``people`` (indices) ``factor`` times against the other terms."""
@@ -425,7 +441,7 @@ class Fitter:
         """[P, T] confidence-weighted robust reprojection error (normalised by person size)."""
         res = self.keypoint_residuals(out)
         if subset is not None:
-            res = res[..., list(subset)]
+            res = res[..., self.index_tensor(subset)]
         return res.sum(-1)
 
     def smooth_term(self, out: BodyOutput) -> torch.Tensor:
@@ -478,7 +494,7 @@ class Fitter:
             # a planted foot holds its place and stays down; turning about the points it stands on
             # (the contact-weighted mean of its horizontal motion taken out) costs contact_turn
             wf = w.reshape(*w.shape[:2], 2, 3)
-            vf = vel.reshape(*vel.shape[:2], 2, 3, 3)[..., [0, 2]]  # horizontal
+            vf = vel.reshape(*vel.shape[:2], 2, 3, 3)[..., ::2]  # horizontal (x, z)
             mean = (wf[..., None] * vf).sum(-2, keepdim=True) / wf.sum(-1, keepdim=True)[..., None].clamp(min=1e-6)
             move = (wf * (mean**2).sum(-1)).sum((-1, -2, -3))
             turn = (wf * ((vf - mean) ** 2).sum(-1)).sum((-1, -2, -3))
@@ -550,7 +566,10 @@ class Fitter:
         self.mask_inside = torch.as_tensor(inside, device=self.device)
         self.mask_has = torch.as_tensor(has, device=self.device)
         self.mask_samples = torch.as_tensor(samples, device=self.device)  # [P,T,M,2] image px inside each mask
-        self.near_idx: torch.Tensor | None = None  # each sample's nearest body point, kept through an optimiser step
+        # each sample's nearest body point, found where ``find_near`` is set (an optimiser step's
+        # first evaluation, ``run``) and kept through the step; one buffer, so a CUDA graph reads it
+        self.near_idx = torch.zeros(self.num_p * num_t, m, dtype=torch.long, device=self.device)
+        self.find_near = True
 
     def _sample(self, grid: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Bilinear sample [P, T, h, w] maps at pixel positions uv [P, T, N, 2] (image pixels)."""
@@ -578,8 +597,8 @@ class Fitter:
         outside = gmof((dist / self.scale[..., None]) ** 2, 0.2).mean(-1)
         # and the other way: every visible part of the mask has some of the body near it
         samples, body_uv = self.mask_samples.reshape(-1, MASK_SAMPLES, 2), uv.reshape(-1, uv.shape[2], 2)
-        if self.near_idx is None:  # the nearest body points are found once per optimiser step (``run``)
-            self.near_idx = nearest_index(samples, body_uv)
+        if self.find_near:  # the nearest body points are found once per optimiser step (``run``)
+            self.near_idx.copy_(nearest_index(samples, body_uv))
         near = nearest_distance(samples, body_uv, self.near_idx)
         cover = gmof((near.reshape(self.num_p, self.num_t, -1) / self.scale[..., None]) ** 2, 0.2).mean(-1)
         sil = ((outside + cover) * self.mask_has).sum()
@@ -648,10 +667,12 @@ class Fitter:
         tol = self.cfg.world_tol if world and lbfgs else 0.0
         refresh = outer // 2  # the step that starts the world stage's second phase
         last = math.inf  # the loss at the start of the previous step
+        evaluate = self._evaluator(stage, None, norm)
         for it in range(outer):
             if world and it in (0, refresh):  # contacts from the fit so far, held while optimising
                 with torch.no_grad():
                     cues = self.world_cues(self.pose_bodies(surface=False))
+                evaluate = self._evaluator(stage, cues, norm)
                 if it > 0 and lbfgs:  # a new objective: start the curvature history afresh
                     opt = new_lbfgs()
                 last = math.inf
@@ -659,14 +680,12 @@ class Fitter:
             # The silhouette's nearest body point to each mask sample is found at the step's first
             # evaluation and kept through its line search, as ICP keeps correspondences: the same
             # fit on the synthetic benchmark, a tenth less time (docs/motion.md).
-            self.near_idx = None
+            first = True
 
-            def closure(cues: WorldCues | None = cues, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
-                nonlocal terms, evals
-                opt.zero_grad(set_to_none=True)
-                terms = self.loss_terms(stage, self.pose_bodies(surface=world), cues)
-                loss = sum(terms.values()) / norm
-                loss.backward()
+            def closure(evaluate: Evaluation = evaluate) -> torch.Tensor:
+                nonlocal terms, evals, first
+                loss, terms = evaluate(first)
+                first = False
                 evals += 1
                 if progress is not None:  # every evaluation: a cancel lands within one
                     progress(min(evals / budget, 1.0))
@@ -682,6 +701,62 @@ class Fitter:
         if progress is not None:
             progress(1.0)
         return {k: float(v.detach().sum()) / norm for k, v in terms.items()}
+
+    def _evaluator(self, stage: str, cues: WorldCues | None, norm: float) -> Evaluation:
+        """One evaluation of the ``stage`` loss (divided by ``norm``) and its gradients (into the
+        parameters' ``.grad``); its argument says whether the silhouette's nearest body points are
+        found anew.
+
+        On CUDA (``cuda_graphs``) each variant is recorded once as a CUDA graph and then replayed:
+        an evaluation launches some 1600 small kernels, and launching them from Python took ten
+        times as long as the GPU took to run them (docs/motion.md, Time). The graph replays the same
+        kernels on the same buffers: the parameters are changed in place by the optimiser, and the
+        cues, masks and keypoints stay put while it runs."""
+        leaves = [self.betas, self.d_rot, self.body_pose, self.transl, self.cam_delta]
+        world = stage == "world"
+
+        def evaluate(find_near: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            self.find_near = find_near
+            for p in leaves:
+                p.grad = None
+            terms = self.loss_terms(stage, self.pose_bodies(surface=world), cues)
+            loss = sum(terms.values()) / norm
+            loss.backward()
+            return loss, terms
+
+        if not (self.cfg.cuda_graphs and self.device.type == "cuda"):
+            return evaluate
+        graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor | None]]] = {}
+
+        def replay(find_near: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            key = find_near and self.labels is not None  # without masks there is nothing to find
+            if key not in graphs:
+                graphs[key] = self._capture(evaluate, key, leaves)
+            graph, loss, terms, grads = graphs[key]
+            graph.replay()
+            for p, g in zip(leaves, grads):  # each graph wrote its own gradient buffers
+                p.grad = g
+            return loss.detach().clone(), terms  # (the next replay overwrites the recorded loss)
+
+        return replay
+
+    def _capture(
+        self, evaluate: Evaluation, find_near: bool, leaves: list[torch.Tensor]
+    ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor | None]]:
+        """Record ``evaluate(find_near)`` as a CUDA graph (after two warm-up runs on a side stream,
+        as CUDA graph capture requires); its loss, terms and gradients are the graph's buffers."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                evaluate(find_near)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loss, terms = evaluate(find_near)
+        # kept detached: the recorded autograd graph is not needed again, and holding it would
+        # keep its gradient accumulators, tied to this capture's stream, for the next capture
+        return graph, loss.detach(), {k: v.detach() for k, v in terms.items()}, [p.grad for p in leaves]
 
     def loss_terms(self, stage: str, out: BodyOutput, cues: WorldCues | None) -> dict[str, torch.Tensor]:
         c = self.cfg
@@ -877,7 +952,7 @@ def _slope_window(sigma: float, num_t: int) -> tuple[np.ndarray, np.ndarray]:
 
 def facing(rot: torch.Tensor) -> torch.Tensor:
     """[..., 3] the horizontal unit direction a body faces (its +z) from root rotations [..., 3, 3]."""
-    f = rot[..., :, 2] * torch.tensor([1.0, 0.0, 1.0], dtype=rot.dtype, device=rot.device)
+    f = torch.stack([rot[..., 0, 2], torch.zeros_like(rot[..., 1, 2]), rot[..., 2, 2]], -1)
     return f / torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp(min=1e-6)
 
 
@@ -915,8 +990,26 @@ def slope_precision(num_t: int, sigma: float) -> np.ndarray:
     return np.array([min(full / max(variance((t + k >= 0) & (t + k < num_t)), 1e-12), 1.0) for t in range(num_t)])
 
 
+# Spheres that fill a body roughly, at joints and bone midpoints:
+# (joint a, joint b, fraction from a to b, radius in metres)
+SPHERES = (
+    (0, 0, 0, 0.12), (3, 3, 0, 0.12), (6, 6, 0, 0.12), (9, 9, 0, 0.12), (15, 15, 0, 0.1), (12, 12, 0, 0.06),
+    (1, 4, 0.5, 0.08), (2, 5, 0.5, 0.08), (4, 4, 0, 0.06), (5, 5, 0, 0.06), (4, 7, 0.5, 0.06), (5, 8, 0.5, 0.06),
+    (16, 18, 0.5, 0.05), (17, 19, 0.5, 0.05), (18, 18, 0, 0.045), (19, 19, 0, 0.045),
+    (18, 20, 0.5, 0.04), (19, 21, 0.5, 0.04), (20, 20, 0, 0.04), (21, 21, 0, 0.04),
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _sphere_tables(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """``SPHERES`` as tensors on ``device``, made once (a CUDA graph cannot record the copy)."""
+    a, b, f, r = zip(*SPHERES)
+    return (torch.as_tensor(a, device=device), torch.as_tensor(b, device=device),
+            torch.as_tensor(f, dtype=dtype, device=device)[:, None], torch.as_tensor(r, dtype=dtype, device=device))  # fmt: skip
+
+
 def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spheres that fill a body roughly: at joints and bone midpoints.
+    """Spheres that fill a body roughly (``SPHERES``).
 
     Args:
         joints: [P, T, 55, 3].
@@ -924,16 +1017,5 @@ def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         centres [P, T, S, 3], radii [S] (metres).
     """
-    # (joint a, joint b, fraction from a to b, radius)
-    spec = [
-        (0, 0, 0, 0.12), (3, 3, 0, 0.12), (6, 6, 0, 0.12), (9, 9, 0, 0.12), (15, 15, 0, 0.1), (12, 12, 0, 0.06),
-        (1, 4, 0.5, 0.08), (2, 5, 0.5, 0.08), (4, 4, 0, 0.06), (5, 5, 0, 0.06), (4, 7, 0.5, 0.06), (5, 8, 0.5, 0.06),
-        (16, 18, 0.5, 0.05), (17, 19, 0.5, 0.05), (18, 18, 0, 0.045), (19, 19, 0, 0.045),
-        (18, 20, 0.5, 0.04), (19, 21, 0.5, 0.04), (20, 20, 0, 0.04), (21, 21, 0, 0.04),
-    ]  # fmt: skip
-    a = torch.as_tensor([s[0] for s in spec], device=joints.device)
-    b = torch.as_tensor([s[1] for s in spec], device=joints.device)
-    f = torch.as_tensor([s[2] for s in spec], dtype=joints.dtype, device=joints.device)[:, None]
-    centres = joints[..., a, :] * (1 - f) + joints[..., b, :] * f
-    radii = torch.as_tensor([s[3] for s in spec], dtype=joints.dtype, device=joints.device)
-    return centres, radii
+    a, b, f, radii = _sphere_tables(joints.device, joints.dtype)
+    return joints[..., a, :] * (1 - f) + joints[..., b, :] * f, radii

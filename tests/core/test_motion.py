@@ -41,13 +41,19 @@ def scene(model, tmp_path_factory) -> Path:
     return out
 
 
-def fit_scene(model, folder: Path, cfg: fit.FitConfig, **kwargs) -> tuple[bd.Bundle, solve.MotionResult]:
+def scene_observations(folder: Path) -> tuple[fit.Observations, object]:
+    """The synthetic scene's keypoints (2 px noise, a tenth dropped) and masks, camera frame."""
     inp = read_synth(folder, noise_px=2.0, drop=0.1, seed=1)
     t = inp.num_frames
     obs = fit.Observations(
         inp.keypoints, intrinsics(inp.image_size, inp.focal_px, t), np.tile(np.eye(4), (t, 1, 1)), inp.image_size,
         inp.labels, inp.label_scale,
     )  # fmt: skip
+    return obs, inp
+
+
+def fit_scene(model, folder: Path, cfg: fit.FitConfig, **kwargs) -> tuple[bd.Bundle, solve.MotionResult]:
+    obs, inp = scene_observations(folder)
     res = solve.fit_motion(model, obs, cfg, **kwargs)
     from core.motion.stage import make_bundle
 
@@ -77,6 +83,29 @@ def test_nearest_distance_matches_cdist_min():
     kept = fit.nearest_distance(points, moved, idx)
     assert torch.allclose(kept, (points - moved.gather(1, idx[..., None].expand(-1, -1, 2))).norm(dim=-1))
     assert (kept >= fit.nearest_distance(points, moved) - 1e-4).all()  # never nearer than the true nearest
+
+
+def test_kinematic_chain_matches_smplx():
+    """The level-by-level chain poses joints and gives the skinning transforms exactly as smplx's
+    joint-by-joint ``batch_rigid_transform``, gradients included (an SMPL-X-like tree and a
+    deeper one whose levels are uneven)."""
+    from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+    from core.motion.body import KinematicChain
+
+    g = torch.Generator().manual_seed(0)
+    smplx_body = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
+    for parents in (smplx_body, [-1, 0, 1, 2, 3, 0, 5, 1, 7, 8]):
+        n = len(parents)
+        rot = batch_rodrigues(torch.randn(4 * n, 3, generator=g) * 0.6).reshape(4, n, 3, 3).requires_grad_(True)
+        rest = torch.randn(4, n, 3, generator=g)
+        ref_pos, ref_rel = batch_rigid_transform(rot, rest, torch.as_tensor(parents))
+        pos, rel = KinematicChain(parents)(rot, rest)
+        assert torch.allclose(pos, ref_pos, atol=1e-6) and torch.allclose(rel, ref_rel[:, :, :3], atol=1e-6)
+        weights = torch.randn(4, n, 3, 4, generator=g)
+        (grad_ref,) = torch.autograd.grad((ref_pos.sum() + (ref_rel[:, :, :3] * weights).sum()), rot)
+        (grad,) = torch.autograd.grad((pos.sum() + (rel * weights).sum()), rot)
+        assert torch.allclose(grad, grad_ref, atol=1e-5)
 
 
 def test_sparse_body_matches_body_model(model):
@@ -932,3 +961,42 @@ def test_cuda_fit_matches_cpu(model, scene, standin_model_dir):
     truth = bd.read_bundle(scene / "bundle")
     pa = [evaluate(b, truth)["mean"]["pa_mpjpe_mm"] for b in (cpu_b, gpu_b)]
     assert max(pa) < 70 and abs(pa[0] - pa[1]) < 10, pa
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replays_the_evaluation(scene, standin_model_dir):
+    """On CUDA each loss evaluation is recorded once as a CUDA graph and replayed: the replay gives
+    the eager evaluation's loss and gradients, with the silhouette's nearest points found anew or
+    kept, after the optimiser has moved the parameters in place, and it runs the world stage."""
+    from dataclasses import replace
+
+    from core.body.model import BodyModel
+    from core.motion.body import SparseBody
+
+    gpu_model = BodyModel(standin_model_dir, device="cuda")
+    body = SparseBody(gpu_model, device="cuda")
+    obs, _ = scene_observations(scene)
+    cfg = fit.FitConfig(iters_rigid=20, device="cuda")
+    start = solve.rigid_start(body, obs, cfg, gpu_model.num_betas)
+    fitters = {graphs: fit.Fitter(body, obs, replace(cfg, cuda_graphs=graphs), start) for graphs in (False, True)}
+    evaluate = {}
+    for graphs, f in fitters.items():
+        with torch.no_grad():
+            cues = f.world_cues(f.pose_bodies(surface=False))
+        evaluate[graphs] = f._evaluator("world", cues, 100.0)
+    leaves = ("betas", "d_rot", "body_pose", "transl", "cam_delta")
+    for step in range(3):
+        for find_near in (True, False):
+            got = {graphs: evaluate[graphs](find_near)[0].item() for graphs in (False, True)}
+            assert got[True] == pytest.approx(got[False], rel=1e-5), (step, find_near, got)
+            for name in leaves:
+                eager, replayed = (getattr(fitters[graphs], name).grad for graphs in (False, True))
+                assert torch.allclose(replayed, eager, rtol=1e-4, atol=1e-6 * eager.abs().max().item()), (step, name)
+        with torch.no_grad():  # as an optimiser moves them: in place
+            for f in fitters.values():
+                f.transl.add_(0.01)
+                f.body_pose.mul_(0.95)
+    fitted = fitters[True]
+    fitted.run("world", 40, [fitted.betas, fitted.d_rot, fitted.body_pose, fitted.transl, fitted.cam_delta])
+    assert np.isfinite(fitted.state().transl).all() and fitted.steps_run > 0
