@@ -372,6 +372,7 @@ class Fitter:
         # [P] height (m) of the level each person stands on: 0 the floor, more a rooftop or a stage
         self.level = torch.zeros(self.num_p, **f32)
         self._indices: dict[tuple[int, ...], torch.Tensor] = {}
+        self._graphs_failed = False  # a CUDA graph could not be recorded: evaluate kernel by kernel from then on
         self.labels = None
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
@@ -729,9 +730,19 @@ class Fitter:
         graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor | None]]] = {}
 
         def replay(find_near: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            if self._graphs_failed:
+                return evaluate(find_near)
             key = find_near and self.labels is not None  # without masks there is nothing to find
             if key not in graphs:
-                graphs[key] = self._capture(evaluate, key, leaves)
+                try:
+                    graphs[key] = self._capture(evaluate, key, leaves)
+                except Exception as e:  # out of GPU memory, or an operation a graph cannot hold
+                    # the fit goes on kernel by kernel: slower, the same numbers
+                    log.warning("could not record the %s stage's evaluation as a CUDA graph (%s: %s); "
+                                "evaluating without graphs", stage, type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # fmt: skip
+                    self._graphs_failed = True
+                    torch.cuda.synchronize(self.device)
+                    return evaluate(find_near)
             graph, loss, terms, grads = graphs[key]
             graph.replay()
             for p, g in zip(leaves, grads):  # each graph wrote its own gradient buffers

@@ -1000,3 +1000,39 @@ def test_cuda_graph_replays_the_evaluation(scene, standin_model_dir):
     fitted = fitters[True]
     fitted.run("world", 40, [fitted.betas, fitted.d_rot, fitted.body_pose, fitted.transl, fitted.cam_delta])
     assert np.isfinite(fitted.state().transl).all() and fitted.steps_run > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_failure_falls_back(scene, standin_model_dir, monkeypatch, caplog):
+    """Where an evaluation cannot be recorded (here: a loss term that reads a value back to the
+    CPU, which no CUDA graph can hold; on a user's card, say, too little memory), the fit warns and
+    goes on kernel by kernel with the same numbers."""
+    from dataclasses import replace
+
+    from core.body.model import BodyModel
+    from core.motion.body import SparseBody
+
+    gpu_model = BodyModel(standin_model_dir, device="cuda")
+    body = SparseBody(gpu_model, device="cuda")
+    obs, _ = scene_observations(scene)
+    cfg = fit.FitConfig(iters_rigid=20, device="cuda")
+    start = solve.rigid_start(body, obs, cfg, gpu_model.num_betas)
+    eager = fit.Fitter(body, obs, replace(cfg, cuda_graphs=False), start)
+    want = eager._evaluator("pose", None, 100.0)(True)[0].item()
+    prior = fit.Fitter.prior_term
+
+    def reads_back(self):  # type: ignore[no-untyped-def]
+        out = prior(self)
+        if torch.cuda.is_current_stream_capturing():
+            float(out.detach().sum())  # a read-back: not allowed while a graph records
+        return out
+
+    monkeypatch.setattr(fit.Fitter, "prior_term", reads_back)
+    failing = fit.Fitter(body, obs, cfg, start)
+    with caplog.at_level("WARNING", logger=fit.log.name):
+        got = failing._evaluator("pose", None, 100.0)(True)[0].item()
+    assert "could not record" in caplog.text and failing._graphs_failed
+    assert got == pytest.approx(want, rel=1e-5)
+    failing.run("pose", 20, [failing.d_rot, failing.body_pose, failing.transl])  # and the fit goes on
+    assert np.isfinite(failing.state().transl).all()
