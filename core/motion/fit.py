@@ -187,6 +187,14 @@ def facing_rotation(yaw: float) -> np.ndarray:
     return np.diag([1.0, -1.0, -1.0]) @ yaw_rotation(yaw)
 
 
+@functools.lru_cache(maxsize=32)
+def on_device(values: tuple[float, ...], device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``values`` (indices, or constants of ``dtype``) as a tensor on ``device``, made once: a list
+    or tuple turned into a tensor is copied to the GPU at every use, which a CUDA graph cannot
+    record."""
+    return torch.as_tensor(values, dtype=dtype, device=device)
+
+
 def nearest_index(points: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """[B, M, D] points, [B, N, D] targets -> [B, M] index of each point's nearest target (no gradients)."""
     with torch.no_grad():  # the nearest by squared distance less |point|^2 (the same for every target of a point)
@@ -371,19 +379,11 @@ class Fitter:
         self.priors = Priors(dev)
         # [P] height (m) of the level each person stands on: 0 the floor, more a rooftop or a stage
         self.level = torch.zeros(self.num_p, **f32)
-        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
         self._graphs_failed = False  # a CUDA graph could not be recorded: evaluate kernel by kernel from then on
         self.labels = None
         if obs.labels is not None:
             self.labels = torch.as_tensor(obs.labels.astype(np.int64), device=dev)  # [T,h,w]
             self._prepare_masks()
-
-    def index_tensor(self, ids: tuple[int, ...]) -> torch.Tensor:
-        """``ids`` as an index tensor on the device, made once (a list index is copied to the GPU at
-        every use, which a CUDA graph cannot record)."""
-        if ids not in self._indices:
-            self._indices[ids] = torch.as_tensor(ids, device=self.device)
-        return self._indices[ids]
 
     def boost_keypoints(self, people: np.ndarray, factor: float) -> None:
         """Weight the keypoints of ``people`` (indices) ``factor`` times against the other terms."""
@@ -442,7 +442,7 @@ class Fitter:
         """[P, T] confidence-weighted robust reprojection error (normalised by person size)."""
         res = self.keypoint_residuals(out)
         if subset is not None:
-            res = res[..., self.index_tensor(subset)]
+            res = res[..., on_device(subset, self.device)]
         return res.sum(-1)
 
     def smooth_term(self, out: BodyOutput) -> torch.Tensor:
@@ -1011,14 +1011,6 @@ SPHERES = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=8)
-def _sphere_tables(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """``SPHERES`` as tensors on ``device``, made once (a CUDA graph cannot record the copy)."""
-    a, b, f, r = zip(*SPHERES)
-    return (torch.as_tensor(a, device=device), torch.as_tensor(b, device=device),
-            torch.as_tensor(f, dtype=dtype, device=device)[:, None], torch.as_tensor(r, dtype=dtype, device=device))  # fmt: skip
-
-
 def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Spheres that fill a body roughly (``SPHERES``).
 
@@ -1028,5 +1020,7 @@ def body_spheres(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         centres [P, T, S, 3], radii [S] (metres).
     """
-    a, b, f, radii = _sphere_tables(joints.device, joints.dtype)
+    a, b, f, r = zip(*SPHERES)
+    dev, dt = joints.device, joints.dtype
+    a, b, f, radii = on_device(a, dev), on_device(b, dev), on_device(f, dev, dt)[:, None], on_device(r, dev, dt)
     return joints[..., a, :] * (1 - f) + joints[..., b, :] * f, radii
