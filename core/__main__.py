@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("core.synth.cli", "render a synthetic multi-person scene with ground truth"),
     "eval": ("core.evaluate", "compare a predicted bundle with a ground-truth bundle"),
     "standin": ("core.body.standin", "generate the SMPL-X-shaped test stand-in body model"),
+    "pose-prior": ("core.motion.pose_prior", "build a learned pose prior from motion capture (AMASS / SMPL-X npz)"),
 }
 
 

@@ -54,6 +54,7 @@ class RunConfig:
     gender: str = "neutral"
     motion_init: str | None = None  # start the motion fit from another tool's result (docs/motion.md)
     allow_pickle: bool = False  # let motion_init read pickled files (they can run code): trusted files only
+    pose_prior: str | None = None  # learned pose prior for the motion fit (`python -m core pose-prior` builds one)
     weights_dir: str | None = None  # where learned-model weights are found / cached
     seed: int = 0
     avatars: bool = True  # build Gaussian avatars (off: motion-only bundle)
@@ -98,7 +99,7 @@ STAGES: list[StageSpec] = [
               ("tracker", "tracks", "max_people", "keypoints", "quality", "weights_dir", "seed"), 0.25,
               "detect and track people, masks and 2D keypoints"),
     StageSpec("motion", "core.motion.stage:run_stage",
-              ("body_model", "gender", "quality", "seed", "motion_init", "allow_pickle"), 0.3,
+              ("body_model", "gender", "quality", "seed", "motion_init", "allow_pickle", "pose_prior"), 0.3,
               "SMPL-X motion and camera"),
     StageSpec("avatars", "core.avatars.stage:run_stage", ("quality", "seed"), 0.35,
               "per-person Gaussian avatars", enabled_by="avatars"),

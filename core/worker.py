@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or, with --allow-pickle, a 4D-Humans/PHALP .pkl")
     p.add_argument("--allow-pickle", action="store_true",
                    help="let --motion-init read pickled files (they can run code): only for files you trust")
+    p.add_argument("--pose-prior", default=None, metavar="PATH",
+                   help="fit with a learned pose prior built from motion capture (`python -m core pose-prior`)")
     p.add_argument("--weights-dir", default=None, help="folder of learned-model weights / download cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="motion only: skip the Gaussian avatars")
@@ -71,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         gender=args.gender,
         motion_init=str(Path(args.motion_init).absolute()) if args.motion_init else None,
         allow_pickle=args.allow_pickle,
+        pose_prior=str(Path(args.pose_prior).absolute()) if args.pose_prior else None,
         weights_dir=args.weights_dir,
         seed=args.seed,
         avatars=args.avatars,
@@ -78,7 +81,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def preflight(config: RunConfig) -> None:
-    """Find the body model before any stage runs, not after minutes of tracking."""
+    """Find the body model and read the pose prior before any stage runs, not after minutes of
+    tracking."""
     from .body.model import BodyModelNotFound, find_model_file
 
     if any(s.name == "motion" for s in pipeline.STAGES):
@@ -86,6 +90,13 @@ def preflight(config: RunConfig) -> None:
             find_model_file(config.body_model, config.gender)
         except BodyModelNotFound as exc:
             raise JobError(str(exc)) from None
+        if config.pose_prior:
+            from .motion.pose_prior import PosePriorError, read_pose_prior
+
+            try:
+                read_pose_prior(config.pose_prior)
+            except PosePriorError as exc:
+                raise JobError(str(exc)) from None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -35,6 +35,7 @@ from smplx.lbs import batch_rodrigues
 
 from .. import keypoints as kp_names
 from .body import BodyOutput, SparseBody
+from .pose_prior import load_pose_prior
 from .priors import Priors, first_difference, gmof, second_difference
 
 log = logging.getLogger("troupe.motion")
@@ -82,6 +83,10 @@ class FitConfig:
     w_limits: float = 10.0  # joint limits (radians^2 beyond the range)
     w_pose: float = 1e-2  # L2 of the body pose
     w_shape: float = 5e-3  # L2 of betas
+    # a learned pose prior (``core.motion.pose_prior``: a mixture over the body pose, built from
+    # motion capture; "" = none) and its weight per frame
+    pose_prior: str = ""
+    w_pose_prior: float = 1e-4
     w_smooth: float = 3.0  # joint acceleration (m/frame^2)^2
     w_smooth_pose: float = 0.05  # pose velocity (rad/frame)^2
     w_smooth_rot: float = 1.0  # angular acceleration of the root (squared Frobenius norm of its rotation's second difference)
@@ -377,6 +382,7 @@ class Fitter:
         self.body_pose = torch.as_tensor(state.body_pose, **f32).requires_grad_(True)
         self.transl = torch.as_tensor(state.transl, **f32).requires_grad_(True)
         self.priors = Priors(dev)
+        self.pose_prior = load_pose_prior(config.pose_prior, str(dev)) if config.pose_prior else None
         # [P] height (m) of the level each person stands on: 0 the floor, more a rooftop or a stage
         self.level = torch.zeros(self.num_p, **f32)
         self._graphs_failed = False  # a CUDA graph could not be recorded: evaluate kernel by kernel from then on
@@ -471,9 +477,13 @@ class Fitter:
         return gmof((first_difference(torso) ** 2).sum(-1), TORSO_SWING_SIGMA).sum(-1)
 
     def pose_prior_terms(self) -> torch.Tensor:
-        """[P, T, 21] weighted joint-limit and comfort cost of each body joint."""
+        """[P, T, 21] weighted joint-limit and comfort cost of each body joint (a learned pose
+        prior's cost of the whole pose shared out evenly)."""
         c = self.cfg
-        return c.w_limits * self.priors.joint_limit_terms(self.body_pose) + c.w_pose * self.priors.comfort_terms(self.body_pose)
+        terms = c.w_limits * self.priors.joint_limit_terms(self.body_pose) + c.w_pose * self.priors.comfort_terms(self.body_pose)
+        if self.pose_prior is not None:
+            terms = terms + (c.w_pose_prior / 21) * self.pose_prior(self.body_pose)[..., None]
+        return terms
 
     def prior_term(self) -> torch.Tensor:
         per_frame = self.pose_prior_terms().sum(-1)

@@ -60,7 +60,8 @@ def fit_config(config: RunConfig) -> tuple[FitConfig, dict[str, Any]]:
             f"({', '.join(sorted(fields))}) or {', '.join(STAGE_KEYS)}"
         )
     iters = {k: max(1, round(getattr(base, k) * mult)) for k in ("iters_rigid", "iters_limbs", "iters_heading", "iters_pose", "iters_world")}
-    cfg = dataclasses.replace(base, **{**iters, **over})
+    prior = {"pose_prior": config.pose_prior} if config.pose_prior else {}
+    cfg = dataclasses.replace(base, **{**iters, **prior, **over})
     return cfg, stage
 
 
@@ -186,6 +187,7 @@ def run_stage(ctx: StageContext) -> None:
         "levels": result.ground.off_floor(inputs.ids),
         "world_guard": None if result.guard is None else _guard_json(result.guard, inputs.ids),
         "init": None if init is None else init.source,
+        "pose_prior": cfg.pose_prior or None,
         "quality": config.quality,
         "device": cfg.device,
         # heels and big toes: whether the detector gave them and the fit used them, and how far off they are

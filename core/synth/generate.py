@@ -91,10 +91,24 @@ def keypoint_tolerance(rest: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return tol
 
 
+def sample_poses(model, seeds: range, people: int = 2, frames: int = 90) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Body poses [N, 63] (SMPL-X joints 1-21, axis-angle) of everyone in the scenes of ``seeds``
+    as ``generate`` would pose them (static camera, ``people`` each), without rendering."""
+    out = []
+    for seed in seeds:
+        cfg = SynthConfig(people=people, frames=frames, seed=seed, camera="static")
+        rng = np.random.default_rng(cfg.seed)
+        specs = plan_people(cfg, make_camera(cfg, rng), rng, model.num_betas)
+        poses, _, _, _ = _posed(model, specs, [model.rest(s.betas) for s in specs], np.arange(frames) / cfg.fps, skin=False)
+        out += [p[:, 3:66] for p in poses]
+    return np.concatenate(out)
+
+
 def _posed(  # type: ignore[no-untyped-def]
-    model, specs: list[PersonSpec], rests: list, times: np.ndarray, chunk: int = 120
+    model, specs: list[PersonSpec], rests: list, times: np.ndarray, chunk: int = 120, skin: bool = True
 ) -> tuple[list[np.ndarray], ...]:
-    """Poses, translations, vertices [T, V, 3] and joints [T, 55, 3] of every person."""
+    """Poses, translations, vertices [T, V, 3] and joints [T, 55, 3] of every person (without
+    ``skin``: poses and translations only, the other two lists empty)."""
     import torch
 
     poses_all, trans_all, verts_all, joints_all = [], [], [], []
@@ -103,14 +117,16 @@ def _posed(  # type: ignore[no-untyped-def]
         assert spec.path is not None
         poses, trans = mo.gait(geo, spec.path, times, spec.plan.phase0, spec.style)
         poses, trans = poses.astype(np.float32), trans.astype(np.float32)
+        poses_all.append(poses)
+        trans_all.append(trans)
+        if not skin:
+            continue
         vs, js = [], []
         with torch.no_grad():
             for s in range(0, len(times), chunk):
                 v, j = model.forward(spec.betas, poses[s : s + chunk], trans[s : s + chunk])
                 vs.append(v.cpu().numpy())
                 js.append(j.cpu().numpy())
-        poses_all.append(poses)
-        trans_all.append(trans)
         verts_all.append(np.concatenate(vs))
         joints_all.append(np.concatenate(js))
     return poses_all, trans_all, verts_all, joints_all
