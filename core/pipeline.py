@@ -147,8 +147,16 @@ class JobDir:
         self.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
 
 
+# settings that name an input file: a stage's key holds the file's content, so a file rebuilt at
+# the same path runs the stage again
+FILE_SETTINGS = ("motion_init", "pose_prior")
+
+
 def stage_key(spec: StageSpec, config: RunConfig, upstream: str) -> str:
     values = {k: getattr(config, k) for k in spec.depends_on}
+    for k in FILE_SETTINGS:
+        if k in values and values[k] and Path(values[k]).is_file():
+            values[k] = [values[k], hashlib.sha256(Path(values[k]).read_bytes()).hexdigest()]
     values["extra"] = config.extra.get(spec.name)
     blob = json.dumps([spec.name, values, code_fingerprint(spec.target), upstream], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

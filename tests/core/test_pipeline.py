@@ -103,6 +103,22 @@ def test_a_stage_whose_code_changed_runs_again(tmp_path, stage_module):
     assert pipeline.code_fingerprint("core.motion.stage:run_stage") == pipeline.code_fingerprint("core.motion.fit:x")
 
 
+def test_an_input_file_rebuilt_at_the_same_path_runs_the_motion_stage_again(tmp_path):
+    """The motion stage's key holds its input files' content (the pose prior, the init), not only
+    their paths: a prior rebuilt in place must not leave the old fit standing."""
+    motion = next(s for s in pipeline.STAGES if s.name == "motion")
+    prior = tmp_path / "prior.npz"
+    prior.write_bytes(b"first")
+    config = RunConfig(video="clip.mp4", pose_prior=str(prior))
+    first = pipeline.stage_key(motion, config, "up")
+    assert pipeline.stage_key(motion, config, "up") == first
+    prior.write_bytes(b"second")
+    assert pipeline.stage_key(motion, config, "up") != first
+    # and a stage that does not read it keeps its key
+    people = next(s for s in pipeline.STAGES if s.name == "people")
+    assert pipeline.stage_key(people, config, "up") == pipeline.stage_key(people, RunConfig(video="clip.mp4"), "up")
+
+
 def test_a_change_in_code_a_stage_imports_from_another_package_runs_it_again(tmp_path, monkeypatch):
     """A stage's results depend on the shared code it imports (the body model, the bundle), not
     only on its own package: a fix there must re-run it, and a change in code it never imports
