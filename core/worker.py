@@ -91,12 +91,9 @@ def preflight(config: RunConfig) -> None:
         except BodyModelNotFound as exc:
             raise JobError(str(exc)) from None
         if config.pose_prior:
-            from .motion.pose_prior import PosePriorError, read_pose_prior
+            from .motion.pose_prior import read_pose_prior
 
-            try:
-                read_pose_prior(config.pose_prior)
-            except PosePriorError as exc:
-                raise JobError(str(exc)) from None
+            read_pose_prior(config.pose_prior)  # PosePriorError is a JobError
 
 
 def _pid_alive(pid: int) -> bool:

@@ -27,12 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..pipeline import JobError
+
 POSE_DIM = 63  # 21 body joints x axis-angle
 REG_COVAR = 1e-3  # rad^2 added to every variance: a joint the capture never moves stays movable
 
 
-class PosePriorError(ValueError):
-    """A pose prior file that cannot be used (missing, malformed, not a mixture over 63 numbers)."""
+class PosePriorError(JobError):
+    """A pose prior file that cannot be used (missing, malformed, not a mixture over 63 numbers):
+    a run stops with this message wherever it finds out, before the first stage or in the motion
+    stage."""
 
 
 class PosePrior(torch.nn.Module):
