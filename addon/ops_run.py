@@ -92,6 +92,7 @@ def job_spec(context: Any, scene: Any, python: str = "") -> runner.JobSpec:
         device=pref.device if pref else "auto",
         body_model=bpy.path.abspath(pref.body_model_dir) if pref and pref.body_model_dir else None,
         weights_dir=bpy.path.abspath(pref.weights_dir) if pref and pref.weights_dir else None,
+        pose_prior=bpy.path.abspath(pref.pose_prior_file) if pref and pref.pose_prior_file else None,
         extra_args=extra,
     )
 

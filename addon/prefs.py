@@ -44,6 +44,11 @@ class TroupePreferences(bpy.types.AddonPreferences):
         name="Model Weights Folder", subtype="DIR_PATH",
         description="Where learned-model weights are found and downloaded to (empty: the core's default cache)",
     )  # fmt: skip
+    pose_prior_file: StringProperty(  # type: ignore[valid-type]
+        name="Pose Prior", subtype="FILE_PATH",
+        description="A learned pose prior for the motion fit, built from motion capture you have "
+                    "(python -m core pose-prior PRIOR.npz AMASS_FOLDER); empty: none",
+    )  # fmt: skip
     device: EnumProperty(name="Device", items=DEVICES, default="auto")  # type: ignore[valid-type]
 
     # -- set-up of the environment --------------------------------------------------------------
@@ -126,6 +131,7 @@ class TroupePreferences(bpy.types.AddonPreferences):
         col.label(text="SMPL-X comes from its authors under their licence (smpl-x.is.tue.mpg.de):", icon="INFO")
         col.label(text="download the NPZ files and choose their folder here.", icon="BLANK1")
         box.prop(self, "weights_dir")
+        box.prop(self, "pose_prior_file")
         layout.prop(self, "device")
 
 

@@ -67,6 +67,7 @@ class JobSpec:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     body_model: str | None = None  # SMPL-X model folder or file; None = the worker's search path
     weights_dir: str | None = None  # learned-model weights / download cache
+    pose_prior: str | None = None  # learned pose prior for the motion fit (`python -m core pose-prior`)
     extra_args: tuple[str, ...] = ()  # further worker flags, e.g. ("--tracker", "import", "--tracks", DIR)
     parent_pid: int | None = field(default_factory=os.getpid)  # the worker cancels when it exits
 
@@ -87,6 +88,8 @@ class JobSpec:
             args += ["--body-model", str(self.body_model)]
         if self.weights_dir:
             args += ["--weights-dir", str(self.weights_dir)]
+        if self.pose_prior:
+            args += ["--pose-prior", str(self.pose_prior)]
         if self.parent_pid:
             args += ["--parent-pid", str(self.parent_pid)]
         return args + list(self.extra_args)

@@ -191,6 +191,18 @@ def test_job_folder_is_per_video_and_beside_it_while_the_file_is_unsaved(ext, sc
     assert Path(ops.job_spec(bpy.context, scene).job_dir) == video.parent / "troupe" / "clip é"
 
 
+def test_the_pose_prior_preference_reaches_the_worker(ext, prefs, scene):
+    """The preferences' pose prior file goes to the worker as --pose-prior, absolute; empty, no flag."""
+    ops = ext.addon.ops_run
+    assert "--pose-prior" not in ops.job_spec(bpy.context, scene).argv()
+    prefs.pose_prior_file = str(Path(scene.troupe.output_dir) / "priors" / "amass.npz")
+    try:
+        argv = ops.job_spec(bpy.context, scene).argv()
+    finally:
+        prefs.pose_prior_file = ""
+    assert argv[argv.index("--pose-prior") + 1] == str(Path(scene.troupe.output_dir) / "priors" / "amass.npz")
+
+
 def test_missing_environment_is_reported_without_starting(ext, prefs, scene):
     saved = prefs.python_path
     prefs.python_path = str(Path(scene.troupe.output_dir) / "no env" / "python")

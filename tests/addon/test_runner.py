@@ -195,8 +195,11 @@ def test_eta_is_measured_from_the_first_stage_that_does_work(monkeypatch):
 
 def test_worker_command_is_a_list_without_a_shell():
     spec = runner.JobSpec(python="/env/bin/python", video="/v/a b.mp4", job_dir="/j/ü", frame_end=50,
-                          quality="high", body_model="/m", extra_args=("--tracker", "import"), parent_pid=42)  # fmt: skip
+                          quality="high", body_model="/m", pose_prior="/p/prior.npz", extra_args=("--tracker", "import"),
+                          parent_pid=42)  # fmt: skip
     argv = spec.argv()
+    assert argv[argv.index("--pose-prior") + 1] == "/p/prior.npz"
+    assert "--pose-prior" not in runner.JobSpec(python="p", video="v", job_dir="j").argv()
     assert argv[:4] == ["/env/bin/python", "-m", "core", "run"] and "/v/a b.mp4" in argv
     assert argv[argv.index("--parent-pid") + 1] == "42" and argv[-2:] == ["--tracker", "import"]
     assert argv[argv.index("--frame-end") + 1] == "50" and argv[argv.index("--quality") + 1] == "high"
