@@ -7,7 +7,7 @@ the camera or away from it), those priors leave it to chance, and the world path
 pose (21 joints' axis-angle in SMPL-X order, ``bundle.JOINT_NAMES[1:22]``) knows which poses
 people take; it is what SMPLify used, and any SMPL-family motion capture builds one.
 
-    python -m core pose-prior OUT.npz MOCAP.npz ... [--components 8] [--every 4]
+    python -m core pose-prior OUT.npz MOCAP.npz ... [--components 8] [--every 4] [--max-poses 100000]
 
 reads AMASS / SMPL-X npz files (``poses`` [T, >= 66]: root, then the 21 body joints) or Troupe
 bundles' ``motion.npz`` and writes the prior; ``python -m core run --pose-prior OUT.npz`` (or
@@ -126,7 +126,7 @@ def read_body_poses(path: Path, every: int = 1) -> np.ndarray:
         raise PosePriorError(f"{path}: no 'poses' array (an AMASS / SMPL-X npz has poses [T, 156 or 165])")
     if poses.ndim != 2 or poses.shape[1] < 3 + POSE_DIM:
         raise PosePriorError(f"{path}: 'poses' has shape {poses.shape}; expected (T, >= {3 + POSE_DIM})")
-    body = poses[::every, 3 : 3 + POSE_DIM]
+    body = poses[::every, 3 : 3 + POSE_DIM].astype(np.float32)  # float32: all of AMASS is millions of frames
     return body[np.all(np.isfinite(body), axis=1)]
 
 
@@ -135,6 +135,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", type=Path, nargs="+", help="AMASS / SMPL-X npz files or bundles' motion.npz (folders: every *.npz below)")
     p.add_argument("--components", type=int, default=8, help="Gaussians in the mixture")
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame (AMASS is 60-120 fps)")
+    p.add_argument("--max-poses", type=int, default=100_000,
+                   help="fit the mixture to at most this many poses, drawn at random (the fit's time grows with them)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -146,6 +148,8 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("pose-prior: no npz files among the inputs")
     try:
         poses = np.concatenate([read_body_poses(f, max(1, args.every)) for f in files])
+        if len(poses) > args.max_poses > 0:
+            poses = poses[np.random.default_rng(args.seed).choice(len(poses), args.max_poses, replace=False)]
         prior = build_pose_prior(poses, args.components, args.seed)
     except PosePriorError as exc:
         raise SystemExit(f"pose-prior: {exc}") from None

@@ -95,6 +95,11 @@ def test_cli_builds_a_prior_from_amass_files(tmp_path, capsys):
     order = np.argsort(g["weights"])
     assert g["weights"][order] == pytest.approx([0.4, 0.6], abs=1e-6)
     assert np.abs(g["means"][order] - centres).max() < 0.02
+    # a large collection is drawn from at random, both clusters alike
+    assert core_main(["pose-prior", str(out), str(tmp_path / "a.npz"), str(tmp_path / "mocap"), "--components", "2",
+                      "--max-poses", "250"]) == 0  # fmt: skip
+    assert "250 poses from 2 files" in capsys.readouterr().out
+    assert np.sort(read_pose_prior(out)["weights"]) == pytest.approx([0.4, 0.6], abs=0.08)
     np.savez(tmp_path / "bad.npz", trans=np.zeros((5, 3)))
     with pytest.raises(SystemExit, match="bad.npz: no 'poses' array"):
         core_main(["pose-prior", str(tmp_path / "p2.npz"), str(tmp_path / "bad.npz")])
