@@ -93,6 +93,9 @@ def job_spec(context: Any, scene: Any, python: str = "") -> runner.JobSpec:
         body_model=bpy.path.abspath(pref.body_model_dir) if pref and pref.body_model_dir else None,
         weights_dir=bpy.path.abspath(pref.weights_dir) if pref and pref.weights_dir else None,
         pose_prior=bpy.path.abspath(pref.pose_prior_file) if pref and pref.pose_prior_file else None,
+        motion_init=bpy.path.abspath(st.motion_init) if st.motion_init else None,
+        # the trust applies to the pickled file it was given for, not to whatever path comes later
+        allow_pickle=st.motion_init_pickle and st.motion_init.lower().endswith((".pkl", ".pickle")),
         extra_args=extra,
     )
 

@@ -65,6 +65,15 @@ class TroupeSceneSettings(bpy.types.PropertyGroup):
         name="Output Folder", subtype="DIR_PATH", default="//troupe/", options=BLEND_RELATIVE_PATH,
         description="Job folders are made here, one per video; running again on the same video resumes",
     )  # fmt: skip
+    motion_init: StringProperty(  # type: ignore[valid-type]
+        name="Start Motion From", subtype="FILE_PATH", options=BLEND_RELATIVE_PATH,
+        description="Another tool's result for this clip (GVHMR, PromptHMR, 4D-Humans, AMASS npz, a Troupe bundle): "
+                    "the motion fit starts from it and fits everyone jointly; empty: Troupe's own start",
+    )  # fmt: skip
+    motion_init_pickle: BoolProperty(  # type: ignore[valid-type]
+        name="Trust Pickled File", default=False,
+        description="Let the worker read a .pkl start (4D-Humans / PHALP). Unpickling can run code: only for files you trust",
+    )  # fmt: skip
     extra_args: StringProperty(  # type: ignore[valid-type]
         name="Worker Options",
         description="Further options for the worker, as on its command line (e.g. --tracker import --tracks DIR)",
@@ -211,6 +220,9 @@ class TROUPE_PT_advanced(_SubPanel):
         st = context.scene.troupe
         layout: Any = self.layout
         layout.prop(st, "import_when_done")
+        layout.prop(st, "motion_init")
+        if st.motion_init.lower().endswith((".pkl", ".pickle")):
+            layout.prop(st, "motion_init_pickle")
         layout.prop(st, "extra_args", text="Options")
         if st.job_dir:
             layout.label(text="Last job folder:")

@@ -68,6 +68,8 @@ class JobSpec:
     body_model: str | None = None  # SMPL-X model folder or file; None = the worker's search path
     weights_dir: str | None = None  # learned-model weights / download cache
     pose_prior: str | None = None  # learned pose prior for the motion fit (`python -m core pose-prior`)
+    motion_init: str | None = None  # another tool's result the motion fit starts from (docs/motion.md)
+    allow_pickle: bool = False  # let the worker read a pickled motion_init: trusted files only
     extra_args: tuple[str, ...] = ()  # further worker flags, e.g. ("--tracker", "import", "--tracks", DIR)
     parent_pid: int | None = field(default_factory=os.getpid)  # the worker cancels when it exits
 
@@ -90,6 +92,8 @@ class JobSpec:
             args += ["--weights-dir", str(self.weights_dir)]
         if self.pose_prior:
             args += ["--pose-prior", str(self.pose_prior)]
+        if self.motion_init:
+            args += ["--motion-init", str(self.motion_init)] + (["--allow-pickle"] if self.allow_pickle else [])
         if self.parent_pid:
             args += ["--parent-pid", str(self.parent_pid)]
         return args + list(self.extra_args)

@@ -203,6 +203,24 @@ def test_the_pose_prior_preference_reaches_the_worker(ext, prefs, scene):
     assert argv[argv.index("--pose-prior") + 1] == str(Path(scene.troupe.output_dir) / "priors" / "amass.npz")
 
 
+def test_a_start_from_another_tool_reaches_the_worker(ext, scene):
+    """The Advanced panel's start file goes to the worker as --motion-init, absolute; a pickled one
+    is read only where its trust box is ticked, and that trust does not carry over to another file."""
+    ops, st = ext.addon.ops_run, scene.troupe
+    st.motion_init = str(Path(st.output_dir) / "gvhmr" / "result.npz")
+    try:
+        argv = ops.job_spec(bpy.context, scene).argv()
+        assert argv[argv.index("--motion-init") + 1] == st.motion_init and "--allow-pickle" not in argv
+        st.motion_init = str(Path(st.output_dir) / "phalp" / "tracks.pkl")
+        assert "--allow-pickle" not in ops.job_spec(bpy.context, scene).argv()
+        st.motion_init_pickle = True
+        assert "--allow-pickle" in ops.job_spec(bpy.context, scene).argv()
+        st.motion_init = str(Path(st.output_dir) / "gvhmr" / "result.npz")
+        assert "--allow-pickle" not in ops.job_spec(bpy.context, scene).argv()
+    finally:
+        st.motion_init, st.motion_init_pickle = "", False
+
+
 def test_missing_environment_is_reported_without_starting(ext, prefs, scene):
     saved = prefs.python_path
     prefs.python_path = str(Path(scene.troupe.output_dir) / "no env" / "python")

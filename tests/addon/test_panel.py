@@ -127,6 +127,15 @@ def test_every_panel_draws_in_every_state(ext, scene, status, source):
             draw(cls, scene, width)
 
 
+def test_advanced_asks_for_trust_only_for_a_pickled_start(ext, scene):
+    advanced = ext.addon.panel.TROUPE_PT_advanced
+    assert "motion_init" in texts(draw(advanced, scene), "prop")
+    scene.troupe.motion_init = "//gvhmr/result.npz"
+    assert "motion_init_pickle" not in texts(draw(advanced, scene), "prop")
+    scene.troupe.motion_init = "//phalp/tracks.PKL"
+    assert "motion_init_pickle" in texts(draw(advanced, scene), "prop")
+
+
 def test_running_shows_stage_progress_times_and_cancel(ext, scene):
     set_state(scene, "RUNNING")
     log = draw(ext.addon.panel.TROUPE_PT_main, scene)

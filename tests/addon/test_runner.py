@@ -199,7 +199,12 @@ def test_worker_command_is_a_list_without_a_shell():
                           parent_pid=42)  # fmt: skip
     argv = spec.argv()
     assert argv[argv.index("--pose-prior") + 1] == "/p/prior.npz"
-    assert "--pose-prior" not in runner.JobSpec(python="p", video="v", job_dir="j").argv()
+    bare = runner.JobSpec(python="p", video="v", job_dir="j").argv()
+    assert "--pose-prior" not in bare and "--motion-init" not in bare
+    init = runner.JobSpec(python="p", video="v", job_dir="j", motion_init="/r/gvhmr.npz").argv()
+    assert init[init.index("--motion-init") + 1] == "/r/gvhmr.npz" and "--allow-pickle" not in init
+    assert "--allow-pickle" in runner.JobSpec(python="p", video="v", job_dir="j", motion_init="/r/phalp.pkl",
+                                              allow_pickle=True).argv()  # fmt: skip
     assert argv[:4] == ["/env/bin/python", "-m", "core", "run"] and "/v/a b.mp4" in argv
     assert argv[argv.index("--parent-pid") + 1] == "42" and argv[-2:] == ["--tracker", "import"]
     assert argv[argv.index("--frame-end") + 1] == "50" and argv[argv.index("--quality") + 1] == "high"
