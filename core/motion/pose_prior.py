@@ -7,7 +7,7 @@ the camera or away from it), those priors leave it to chance, and the world path
 pose (21 joints' axis-angle in SMPL-X order, ``bundle.JOINT_NAMES[1:22]``) knows which poses
 people take; it is what SMPLify used, and any SMPL-family motion capture builds one.
 
-    python -m core pose-prior OUT.npz MOCAP.npz ... [--components 8] [--every 4] [--max-poses 100000]
+    python -m core pose-prior OUT.npz MOCAP.npz ... [--components 8] [--fps 30] [--max-poses 100000]
 
 reads AMASS / SMPL-X npz files (``poses`` [T, >= 66]: root, then the 21 body joints) or Troupe
 bundles' ``motion.npz`` and writes the prior; ``python -m core run --pose-prior OUT.npz`` (or
@@ -114,18 +114,22 @@ def build_pose_prior(poses: np.ndarray, components: int = 8, seed: int = 0) -> d
     return {"weights": gm.weights_, "means": gm.means_, "covariances": gm.covariances_}
 
 
-def read_body_poses(path: Path, every: int = 1) -> np.ndarray:
+def read_body_poses(path: Path, fps: float = 30.0) -> np.ndarray:
     """Body poses [T, 63] of an AMASS / SMPL-X npz (``poses`` [T, >= 66]) or a bundle's
-    ``motion.npz``, every ``every``-th frame."""
+    ``motion.npz``, resampled to about ``fps`` where the file gives its frame rate
+    (AMASS: ``mocap_framerate`` or ``mocap_frame_rate``, 60-250 fps by dataset), so no capture
+    counts more for having been recorded faster."""
     try:
         with np.load(path, allow_pickle=False) as z:
             poses = np.asarray(z["poses"], np.float64) if "poses" in z.files else None
+            rate = next((float(z[k]) for k in ("mocap_framerate", "mocap_frame_rate") if k in z.files), None)
     except Exception as exc:
         raise PosePriorError(f"{path}: not a readable npz ({exc})") from None
     if poses is None:
         raise PosePriorError(f"{path}: no 'poses' array (an AMASS / SMPL-X npz has poses [T, 156 or 165])")
     if poses.ndim != 2 or poses.shape[1] < 3 + POSE_DIM:
         raise PosePriorError(f"{path}: 'poses' has shape {poses.shape}; expected (T, >= {3 + POSE_DIM})")
+    every = max(1, round(rate / fps)) if rate and fps > 0 else 1
     body = poses[::every, 3 : 3 + POSE_DIM].astype(np.float32)  # float32: all of AMASS is millions of frames
     return body[np.all(np.isfinite(body), axis=1)]
 
@@ -134,7 +138,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, help="the prior to write (.npz)")
     p.add_argument("inputs", type=Path, nargs="+", help="AMASS / SMPL-X npz files or bundles' motion.npz (folders: every *.npz below)")
     p.add_argument("--components", type=int, default=8, help="Gaussians in the mixture")
-    p.add_argument("--every", type=int, default=1, help="keep every N-th frame (AMASS is 60-120 fps)")
+    p.add_argument("--fps", type=float, default=30.0,
+                   help="resample captures that give their frame rate to about this many frames a second (0: every frame)")
     p.add_argument("--max-poses", type=int, default=100_000,
                    help="fit the mixture to at most this many poses, drawn at random (the fit's time grows with them)")
     p.add_argument("--seed", type=int, default=0)
@@ -142,12 +147,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     files: list[Path] = []
+    skipped = 0
     for f in args.inputs:
-        files += sorted(f.rglob("*.npz")) if f.is_dir() else [f]
+        if not f.is_dir():
+            files.append(f)  # named: it must hold poses
+            continue
+        for g in sorted(f.rglob("*.npz")):  # found: AMASS keeps a shape.npz without poses beside each subject's takes
+            try:
+                with np.load(g, allow_pickle=False) as z:
+                    has_poses = "poses" in z.files
+            except Exception:
+                has_poses = False
+            files += [g] if has_poses else []
+            skipped += not has_poses
     if not files:
-        raise SystemExit("pose-prior: no npz files among the inputs")
+        raise SystemExit(f"pose-prior: no npz files with poses among the inputs ({skipped} without)")
+    if skipped:
+        print(f"pose-prior: skipped {skipped} npz files without a 'poses' array found in the folders")
     try:
-        poses = np.concatenate([read_body_poses(f, max(1, args.every)) for f in files])
+        poses = np.concatenate([read_body_poses(f, args.fps) for f in files])
         if len(poses) > args.max_poses > 0:
             poses = poses[np.random.default_rng(args.seed).choice(len(poses), args.max_poses, replace=False)]
         prior = build_pose_prior(poses, args.components, args.seed)

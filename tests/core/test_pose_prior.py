@@ -73,10 +73,10 @@ def test_a_run_with_a_bad_pose_prior_stops_before_any_stage(tmp_path, standin_mo
         preflight(RunConfig(video="clip.mp4", body_model=str(standin_model_dir), pose_prior=str(bad)))
 
 
-def amass_file(path: Path, body_pose: np.ndarray) -> Path:
+def amass_file(path: Path, body_pose: np.ndarray, fps: float = 30.0) -> Path:
     poses = np.zeros((len(body_pose), 165))
     poses[:, 3 : 3 + POSE_DIM] = body_pose
-    np.savez(path, poses=poses, trans=np.zeros((len(body_pose), 3)), betas=np.zeros(16))
+    np.savez(path, poses=poses, trans=np.zeros((len(body_pose), 3)), betas=np.zeros(16), mocap_framerate=fps)
     return path
 
 
@@ -87,10 +87,12 @@ def test_cli_builds_a_prior_from_amass_files(tmp_path, capsys):
     centres = rng.normal(0, 0.4, (2, POSE_DIM))
     (tmp_path / "mocap").mkdir()
     amass_file(tmp_path / "a.npz", centres[0] + rng.normal(0, 0.02, (200, POSE_DIM)))
-    amass_file(tmp_path / "mocap" / "b.npz", centres[1] + rng.normal(0, 0.02, (300, POSE_DIM)))
+    amass_file(tmp_path / "mocap" / "b.npz", centres[1] + rng.normal(0, 0.02, (1200, POSE_DIM)), fps=120)  # 300 at 30 fps
+    np.savez(tmp_path / "mocap" / "shape.npz", betas=np.zeros(16), gender=np.array("neutral"))  # as AMASS has
     out = tmp_path / "prior.npz"
     assert core_main(["pose-prior", str(out), str(tmp_path / "a.npz"), str(tmp_path / "mocap"), "--components", "2"]) == 0
-    assert "500 poses from 2 files" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "500 poses from 2 files" in printed and "skipped 1 npz files without a 'poses' array" in printed
     g = read_pose_prior(out)
     order = np.argsort(g["weights"])
     assert g["weights"][order] == pytest.approx([0.4, 0.6], abs=1e-6)
