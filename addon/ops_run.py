@@ -95,7 +95,7 @@ def job_spec(context: Any, scene: Any, python: str = "") -> runner.JobSpec:
         pose_prior=bpy.path.abspath(pref.pose_prior_file) if pref and pref.pose_prior_file else None,
         motion_init=bpy.path.abspath(st.motion_init) if st.motion_init else None,
         # the trust applies to the pickled file it was given for, not to whatever path comes later
-        allow_pickle=st.motion_init_pickle and st.motion_init.lower().endswith((".pkl", ".pickle")),
+        allow_pickle=st.motion_init_pickle and runner.is_pickled(st.motion_init),
         extra_args=extra,
     )
 

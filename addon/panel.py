@@ -221,7 +221,7 @@ class TROUPE_PT_advanced(_SubPanel):
         layout: Any = self.layout
         layout.prop(st, "import_when_done")
         layout.prop(st, "motion_init")
-        if st.motion_init.lower().endswith((".pkl", ".pickle")):
+        if runner.is_pickled(st.motion_init):
             layout.prop(st, "motion_init_pickle")
         layout.prop(st, "extra_args", text="Options")
         if st.job_dir:

@@ -43,6 +43,7 @@ from .envsetup import core_environment, log_tail
 
 PROTOCOL_VERSION = 1  # core/protocol.py PROTOCOL_VERSION this reader understands
 QUALITY_PRESETS = ("preview", "standard", "high")  # core/pipeline.py QUALITY_PRESETS
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")  # core/pipeline.py PICKLE_SUFFIXES
 CANCEL_GRACE_S = 20.0  # seconds a cancelled worker gets to stop on its own before it is killed
 LOG_NAME = "troupe.log"  # core/pipeline.py JobDir.log_path
 
@@ -97,6 +98,11 @@ class JobSpec:
         if self.parent_pid:
             args += ["--parent-pid", str(self.parent_pid)]
         return args + list(self.extra_args)
+
+
+def is_pickled(path: str) -> bool:
+    """Whether the worker reads ``path`` as a pickle (a --motion-init file it opens only with --allow-pickle)."""
+    return Path(path).suffix.lower() in PICKLE_SUFFIXES
 
 
 def python_problem(python: str, role: str = "the GPU environment's Python") -> str | None:

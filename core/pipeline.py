@@ -32,6 +32,8 @@ from typing import Any
 log = logging.getLogger("troupe")
 
 QUALITY_PRESETS = ("preview", "standard", "high")
+# a motion_init file with one of these suffixes (any case) is a pickle: read only with allow_pickle
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 REPORT_INTERVAL = 0.25  # seconds between a stage's progress lines
 
 

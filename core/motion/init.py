@@ -45,7 +45,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.transform import Rotation
 
 from .. import bundle
-from ..pipeline import JobError
+from ..pipeline import PICKLE_SUFFIXES, JobError
 from .fit import FitState, relaxed_pose
 from .inputs import MotionInputs
 
@@ -75,7 +75,7 @@ def load_init(path: str | Path, inputs: MotionInputs, model, *, allow_pickle: bo
         if not files:
             raise JobError(f"motion init folder {path} has no bundle.json and no .npz files")
         return from_amass(files, inputs, model)
-    if path.suffix in (".pkl", ".pickle", ".joblib"):
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise JobError(
                 f"motion init {path} is a pickle, which can run code when read; pass --allow-pickle "

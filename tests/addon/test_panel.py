@@ -132,8 +132,9 @@ def test_advanced_asks_for_trust_only_for_a_pickled_start(ext, scene):
     assert "motion_init" in texts(draw(advanced, scene), "prop")
     scene.troupe.motion_init = "//gvhmr/result.npz"
     assert "motion_init_pickle" not in texts(draw(advanced, scene), "prop")
-    scene.troupe.motion_init = "//phalp/tracks.PKL"
-    assert "motion_init_pickle" in texts(draw(advanced, scene), "prop")
+    for pickled in ("//phalp/tracks.PKL", "//4dhumans/results.joblib"):  # what the worker reads as a pickle
+        scene.troupe.motion_init = pickled
+        assert "motion_init_pickle" in texts(draw(advanced, scene), "prop")
 
 
 def test_running_shows_stage_progress_times_and_cancel(ext, scene):

@@ -215,10 +215,12 @@ def test_worker_command_is_a_list_without_a_shell():
 
 
 def test_presets_match_the_core():
-    from core.pipeline import QUALITY_PRESETS  # stdlib only; the checkout is on sys.path (conftest)
+    # stdlib only; the checkout is on sys.path (conftest)
+    from core.pipeline import PICKLE_SUFFIXES, QUALITY_PRESETS
     from core.protocol import PROTOCOL_VERSION
 
     assert runner.QUALITY_PRESETS == QUALITY_PRESETS and runner.PROTOCOL_VERSION == PROTOCOL_VERSION
+    assert runner.PICKLE_SUFFIXES == PICKLE_SUFFIXES
 
 
 PARENT = """

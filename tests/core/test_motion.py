@@ -901,6 +901,10 @@ def test_pickles_need_the_explicit_flag(model, tmp_path):
     path.write_bytes(pickle.dumps({f"{i:06d}.jpg": frame for i in range(3)}))
     with pytest.raises(JobError, match="allow-pickle"):
         init.load_init(path, inp, model)
+    shouting = path.rename(tmp_path / "PHALP.PKL")  # the suffix in any case is still a pickle
+    with pytest.raises(JobError, match="allow-pickle"):
+        init.load_init(shouting, inp, model)
+    path = shouting.rename(path)
     with pytest.warns(UserWarning, match="pickled"):
         mi = init.load_init(path, inp, model, allow_pickle=True)
     np.testing.assert_allclose(mi.state.body_pose[0, :, 0], 0.3, atol=1e-9)
