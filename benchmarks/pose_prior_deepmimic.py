@@ -38,7 +38,7 @@ from scipy.spatial.transform import Rotation
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.motion.pose_prior import build_pose_prior  # noqa: E402
+from core.motion.pose_prior import build_pose_prior, write_pose_prior  # noqa: E402
 
 AXES = np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]])  # humanoid (x forward, y up, z right) -> SMPL-X (x left, y up, z forward)
 ARM_DOWN = {"left": Rotation.from_rotvec([0, 0, -np.pi / 2]).as_matrix(),  # SMPL-X's arm from out (+x) to down
@@ -91,8 +91,7 @@ def main() -> int:
             raise SystemExit(f"{path}: not found (unpack pybullet_data from the pybullet wheel)")
         poses.append(body_poses(np.asarray(json.loads(path.read_text())["Frames"], np.float64)))
     prior = build_pose_prior(np.concatenate(poses), args.components)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **prior, source=np.array(f"pybullet DeepMimic clips: {' '.join(args.clips)}"))
+    write_pose_prior(args.out, prior, f"pybullet DeepMimic clips: {' '.join(args.clips)}")
     print(f"{sum(len(x) for x in poses)} poses from {len(poses)} clips -> {args.out}")
     return 0
 

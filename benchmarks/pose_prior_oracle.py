@@ -19,14 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from motion_synth import body_model  # noqa: E402
 
-from core.motion.pose_prior import build_pose_prior  # noqa: E402
+from core.motion.pose_prior import build_pose_prior, write_pose_prior  # noqa: E402
 from core.synth.generate import sample_poses  # noqa: E402
 
 FIRST_SEED = 1000  # far from the benchmark's scene seeds (seed + people, seeds 0-5)
@@ -42,8 +40,7 @@ def main() -> int:
     poses = sample_poses(body_model("cpu"), range(FIRST_SEED, FIRST_SEED + args.scenes))
     prior = build_pose_prior(poses, args.components)
     prior["covariances"] = prior["covariances"] * args.spread**2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **prior, source=np.array(f"core synth gait, seeds {FIRST_SEED}+{args.scenes}, spread {args.spread}"))
+    write_pose_prior(args.out, prior, f"core synth gait, seeds {FIRST_SEED}+{args.scenes}, spread {args.spread}")
     print(f"{len(poses)} poses -> {args.out}")
     return 0
 

@@ -114,18 +114,30 @@ def build_pose_prior(poses: np.ndarray, components: int = 8, seed: int = 0) -> d
     return {"weights": gm.weights_, "means": gm.means_, "covariances": gm.covariances_}
 
 
-def read_body_poses(path: Path, fps: float = 30.0) -> np.ndarray:
+def write_pose_prior(path: Path, prior: dict[str, np.ndarray], source: str) -> None:
+    """Write a mixture (``build_pose_prior``'s weights, means, covariances) as a prior file, with
+    ``source`` saying what it was built from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **prior, source=np.array(source))
+
+
+def read_body_poses(path: Path, fps: float = 30.0, *, required: bool = True) -> np.ndarray | None:
     """Body poses [T, 63] of an AMASS / SMPL-X npz (``poses`` [T, >= 66]) or a bundle's
     ``motion.npz``, resampled to about ``fps`` where the file gives its frame rate
     (AMASS: ``mocap_framerate`` or ``mocap_frame_rate``, 60-250 fps by dataset), so no capture
-    counts more for having been recorded faster."""
+    counts more for having been recorded faster. Not ``required``: None for a file that is no
+    npz or has no poses (a folder's AMASS ``shape.npz``)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             poses = np.asarray(z["poses"], np.float64) if "poses" in z.files else None
             rate = next((float(z[k]) for k in ("mocap_framerate", "mocap_frame_rate") if k in z.files), None)
     except Exception as exc:
+        if not required:
+            return None
         raise PosePriorError(f"{path}: not a readable npz ({exc})") from None
     if poses is None:
+        if not required:
+            return None
         raise PosePriorError(f"{path}: no 'poses' array (an AMASS / SMPL-X npz has poses [T, 156 or 165])")
     if poses.ndim != 2 or poses.shape[1] < 3 + POSE_DIM:
         raise PosePriorError(f"{path}: 'poses' has shape {poses.shape}; expected (T, >= {3 + POSE_DIM})")
@@ -146,32 +158,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    files: list[Path] = []
+    read: list[np.ndarray] = []
     skipped = 0
-    for f in args.inputs:
-        if not f.is_dir():
-            files.append(f)  # named: it must hold poses
-            continue
-        for g in sorted(f.rglob("*.npz")):  # found: AMASS keeps a shape.npz without poses beside each subject's takes
-            try:
-                with np.load(g, allow_pickle=False) as z:
-                    has_poses = "poses" in z.files
-            except Exception:
-                has_poses = False
-            files += [g] if has_poses else []
-            skipped += not has_poses
-    if not files:
-        raise SystemExit(f"pose-prior: no npz files with poses among the inputs ({skipped} without)")
-    if skipped:
-        print(f"pose-prior: skipped {skipped} npz files without a 'poses' array found in the folders")
     try:
-        poses = np.concatenate([read_body_poses(f, args.fps) for f in files])
+        for f in args.inputs:
+            # a named file must hold poses; a folder's may not (AMASS keeps a shape.npz beside each subject's takes)
+            for g, required in [(f, True)] if not f.is_dir() else [(g, False) for g in sorted(f.rglob("*.npz"))]:
+                body = read_body_poses(g, args.fps, required=required)
+                if body is None:
+                    skipped += 1
+                else:
+                    read.append(body)
+        if not read:
+            raise SystemExit(f"pose-prior: no npz files with poses among the inputs ({skipped} without)")
+        if skipped:
+            print(f"pose-prior: skipped {skipped} npz files without a 'poses' array found in the folders")
+        poses = np.concatenate(read)
         if len(poses) > args.max_poses > 0:
             poses = poses[np.random.default_rng(args.seed).choice(len(poses), args.max_poses, replace=False)]
         prior = build_pose_prior(poses, args.components, args.seed)
     except PosePriorError as exc:
         raise SystemExit(f"pose-prior: {exc}") from None
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **prior, source=np.array(f"{len(files)} files, {len(poses)} poses"))
-    print(f"pose-prior: {len(poses)} poses from {len(files)} files -> {args.out} ({args.components} components)")
+    write_pose_prior(args.out, prior, f"{len(read)} files, {len(poses)} poses")
+    print(f"pose-prior: {len(poses)} poses from {len(read)} files -> {args.out} ({args.components} components)")
     return 0

@@ -43,13 +43,11 @@ def synth_scene(standin_model_dir, tmp_path_factory) -> Path:
 def walker_prior(standin_model_dir, tmp_path_factory) -> Path:
     """A learned pose prior (``core.motion.pose_prior``, 4 components) built from the poses
     ``core synth``'s gait gives the people of 20 scenes (seeds 100-119, none a test scene's)."""
-    import numpy as np
-
     from core.body.model import BodyModel
-    from core.motion.pose_prior import build_pose_prior
+    from core.motion.pose_prior import build_pose_prior, write_pose_prior
     from core.synth.generate import sample_poses
 
     poses = sample_poses(BodyModel(standin_model_dir), range(100, 120))
     out = tmp_path_factory.mktemp("prior") / "walkers.npz"
-    np.savez(out, **build_pose_prior(poses, components=4))
+    write_pose_prior(out, build_pose_prior(poses, components=4), "core synth gait, seeds 100-119")
     return out
