@@ -26,7 +26,7 @@ from .. import bundle as bd
 from .. import keypoints as kp
 from . import motion as mo
 from . import render as rd
-from .scene import Palette, PersonSpec, SynthConfig, make_camera, plan_people
+from .scene import CameraTrack, Palette, PersonSpec, SynthConfig, make_camera, plan_people
 
 log = logging.getLogger("troupe.synth")
 
@@ -91,14 +91,21 @@ def keypoint_tolerance(rest: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return tol
 
 
+def _plan(cfg: SynthConfig, model) -> tuple[np.random.Generator, CameraTrack, list[PersonSpec]]:  # type: ignore[no-untyped-def]
+    """The scene's random stream, camera and people, drawn from ``cfg.seed`` in the one order
+    every use of the seed shares."""
+    rng = np.random.default_rng(cfg.seed)
+    camera = make_camera(cfg, rng)
+    return rng, camera, plan_people(cfg, camera, rng, model.num_betas)
+
+
 def sample_poses(model, seeds: range, people: int = 2, frames: int = 90) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Body poses [N, 63] (SMPL-X joints 1-21, axis-angle) of everyone in the scenes of ``seeds``
     as ``generate`` would pose them (static camera, ``people`` each), without rendering."""
     out = []
     for seed in seeds:
         cfg = SynthConfig(people=people, frames=frames, seed=seed, camera="static")
-        rng = np.random.default_rng(cfg.seed)
-        specs = plan_people(cfg, make_camera(cfg, rng), rng, model.num_betas)
+        _, _, specs = _plan(cfg, model)
         poses, _, _, _ = _posed(model, specs, [model.rest(s.betas) for s in specs], np.arange(frames) / cfg.fps, skin=False)
         out += [p[:, 3:66] for p in poses]
     return np.concatenate(out)
@@ -140,9 +147,7 @@ def generate(
     progress = progress or (lambda f, m: None)
     clock = {"plan": 0.0, "body": 0.0, "render": 0.0, "write": 0.0}
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    camera = make_camera(cfg, rng)
-    specs = plan_people(cfg, camera, rng, model.num_betas)
+    rng, camera, specs = _plan(cfg, model)
     backdrop = rd.Backdrop.generate(rng)
     times = np.arange(cfg.frames) / cfg.fps
     w2c = camera.world_to_cam(times)  # [T, 4, 4]
